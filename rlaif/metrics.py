@@ -1,0 +1,187 @@
+"""What a run writes as it goes: metrics.csv, metrics.jsonl, samples.jsonl, and a progress line.
+
+metrics.csv starts with the seed's columns (iteration, avg_reward, reward_std,
+compile_success_rate, parse_success_rate, policy_loss, kl, grad_norm), so tools that read the seed's
+`rl_training.log` read ours; the rest follow. metrics.jsonl carries the same rows. Every file is
+flushed after each step, so a crash loses at most the step in flight.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import statistics
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from .types import Scored
+
+SEED_COLUMNS = (
+    "iteration",
+    "avg_reward",
+    "reward_std",
+    "compile_success_rate",
+    "parse_success_rate",
+    "policy_loss",
+    "kl",
+    "grad_norm",
+)
+# Then these, in this order; any other key of the row follows them.
+LEADING_COLUMNS = (
+    *SEED_COLUMNS,
+    "test_pass_rate",
+    "kl_coef",
+    "gen_seconds",
+    "score_seconds",
+    "train_seconds",
+    "step_seconds",
+)
+
+
+def score_metrics(scored: list[Scored]) -> dict[str, float]:
+    """Batch statistics of the judges' results (NaN rewards left out of the means)."""
+    rewards = [s.reward for s in scored if not math.isnan(s.reward)]
+    with_tests = [s.rust for s in scored if s.rust.tests_total]
+    judged = [s.judgement for s in scored if s.judgement.abstained != "off"]
+    teacher_scores = [j.score for j in judged if not math.isnan(j.score)]
+    n = len(scored)
+    return {
+        "avg_reward": _mean(rewards),
+        "reward_std": statistics.pstdev(rewards) if len(rewards) > 1 else 0.0,
+        "compile_success_rate": sum(s.rust.compiled for s in scored) / n,
+        "parse_success_rate": sum(s.rust.parsed for s in scored) / n,
+        "test_pass_rate": (
+            sum(r.tests_passed for r in with_tests) / sum(r.tests_total for r in with_tests)
+            if with_tests
+            else 0.0
+        ),
+        "all_tests_pass_rate": sum(s.rust.all_tests_passed for s in scored) / n,
+        "code_found_rate": sum(bool(s.sample.code) for s in scored) / n,
+        "finished_rate": sum(s.sample.finished for s in scored) / n,
+        "completion_tokens_mean": _mean([len(s.sample.completion_ids) for s in scored]),
+        "rust_errors_mean": _mean([s.rust.errors for s in scored]),
+        "rust_timeouts": sum(s.rust.timed_out for s in scored),
+        "rust_sandbox_errors": sum(s.rust.sandbox_error is not None for s in scored),
+        "teacher_score_mean": _mean(teacher_scores),
+        "teacher_abstain_rate": (len(judged) - len(teacher_scores)) / len(judged)
+        if judged
+        else 0.0,
+    }
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values) if values else math.nan
+
+
+class RunLogger:
+    """Appends one row per step to metrics.csv/.jsonl and every sample to samples.jsonl."""
+
+    def __init__(self, run_dir: Path, write_samples: bool):
+        self.run_dir = run_dir
+        self.write_samples = write_samples
+        self._columns: list[str] | None = None
+
+    def log_step(self, row: dict[str, float]) -> None:
+        path = self.run_dir / "metrics.csv"
+        if self._columns is None:
+            self._columns = [c for c in LEADING_COLUMNS if c in row]
+            self._columns += [c for c in row if c not in LEADING_COLUMNS]
+            if not path.exists():
+                with path.open("w", newline="") as f:
+                    csv.writer(f).writerow(self._columns)
+        with path.open("a", newline="") as f:
+            csv.writer(f).writerow([_cell(row.get(c)) for c in self._columns])
+        with (self.run_dir / "metrics.jsonl").open("a") as f:
+            f.write(json.dumps({c: row.get(c) for c in self._columns}, allow_nan=True) + "\n")
+
+    def log_samples(self, step: int, scored: list[Scored], advantages: list[float]) -> None:
+        if not self.write_samples:
+            return
+        with (self.run_dir / "samples.jsonl").open("a") as f:
+            for item, advantage in zip(scored, advantages, strict=True):
+                f.write(json.dumps(sample_record(step, item, advantage), allow_nan=True) + "\n")
+
+
+def sample_record(step: int, s: Scored, advantage: float) -> dict:
+    """One line of samples.jsonl: what the student saw and wrote, and every reward term."""
+    rust, judgement = s.rust, s.judgement
+    return {
+        "step": step,
+        "task_id": s.sample.task.id,
+        "sample": s.sample.index,
+        "policy_version": s.sample.policy_version,
+        "prompt": s.sample.task.prompt,
+        "completion": s.sample.completion,
+        "code": s.sample.code,
+        "finished": s.sample.finished,
+        "reward": s.reward,
+        "advantage": advantage,
+        "components": s.components,
+        "rust": {
+            "parsed": rust.parsed,
+            "compiled": rust.compiled,
+            "errors": rust.errors,
+            "warnings": rust.warnings,
+            "error_codes": list(rust.error_codes),
+            "warning_names": list(rust.warning_names),
+            "tests_passed": rust.tests_passed,
+            "tests_total": rust.tests_total,
+            "timed_out": rust.timed_out,
+            "sandbox_error": rust.sandbox_error,
+            "seconds": round(rust.seconds, 4),
+            "log": rust.log,
+        },
+        "teacher": {
+            "score": judgement.score,
+            "scores": judgement.scores,
+            "reason": judgement.reason,
+            "abstained": judgement.abstained,
+        },
+    }
+
+
+def _cell(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return str(value)
+
+
+class StepProgress:
+    """A rich progress bar with ETA on a terminal; a plain line per step elsewhere (CI, logs)."""
+
+    def __init__(self, total: int, enabled: bool, console: Console):
+        self.console = console
+        self.enabled = enabled
+        self.live = enabled and console.is_terminal
+        self.progress = Progress(
+            TextColumn("[bold]train"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[info]}"),
+            TimeRemainingColumn(),
+            console=console,
+            disable=not self.live,
+        )
+        self.task = self.progress.add_task("train", total=total, info="")
+
+    def __enter__(self) -> StepProgress:
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.progress.__exit__(*exc)
+
+    def advance(self, row: dict[str, float]) -> None:
+        info = (
+            f"reward {row['avg_reward']:.2f}  compile {row['compile_success_rate']:.0%}  "
+            f"tests {row['test_pass_rate']:.0%}  kl {row['kl']:.4f}  "
+            f"{row['step_seconds']:.1f}s/step"
+        )
+        self.progress.update(self.task, advance=1, info=info)
+        if self.enabled and not self.live:
+            self.console.print(f"step {row['iteration']}/{self.progress.tasks[0].total}  {info}")

@@ -1,0 +1,44 @@
+"""The fan-out: every sample's rustc job, then its teacher call, concurrently, results in order.
+
+The teacher sees what rustc said about the sample, so a sample's two judges run one after the
+other; samples run side by side, bounded by the judges' own limiters (`RustJudge.limiter`,
+`Teacher.limiter`).
+"""
+
+from __future__ import annotations
+
+import anyio
+
+from .config import RewardsConfig
+from .rewards import TEACHER_OFF, reward_terms
+from .rust import RustJudge
+from .teacher import Teacher
+from .types import Judgement, Sample, Scored
+
+
+class Scorer:
+    def __init__(self, rust: RustJudge, teacher: Teacher | None, weights: RewardsConfig):
+        self.rust = rust
+        self.teacher = teacher
+        self.weights = weights
+
+    async def score_one(self, sample: Sample) -> Scored:
+        rust = await self.rust.judge(sample.code, sample.task.tests)
+        if self.teacher is None:
+            judgement = Judgement(abstained=TEACHER_OFF)
+        else:
+            judgement = await self.teacher.judge(sample.task, sample.code, rust, sample.finished)
+        components, sources = reward_terms(rust, judgement, bool(sample.code), self.weights)
+        return Scored(sample, rust, judgement, components, sources)
+
+    async def score(self, samples: list[Sample]) -> list[Scored]:
+        """Score all samples at once; the i-th result belongs to the i-th sample."""
+        results: list[Scored | None] = [None] * len(samples)
+
+        async def run(i: int, sample: Sample) -> None:
+            results[i] = await self.score_one(sample)
+
+        async with anyio.create_task_group() as group:
+            for i, sample in enumerate(samples):
+                group.start_soon(run, i, sample)
+        return [r for r in results if r is not None]

@@ -1,0 +1,92 @@
+"""Plain records passed between the stages: a task, a sampled completion, and what judged it.
+
+They hold data only; the stages that make them live in their own modules. Expected failures are
+fields here (`RustResult.timed_out`, `Judgement.abstained`), never exceptions.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+DIFFICULTIES = ("easy", "medium", "hard")
+
+
+@dataclass(frozen=True)
+class Task:
+    """One programming task. `tests` are hidden from the student: it sees only `prompt`."""
+
+    id: str
+    prompt: str  # what to write, with the exact signature
+    tests: str  # Rust `#[test]` functions, placed in a module that does `use super::*;`
+    difficulty: str  # one of DIFFICULTIES
+    reference: str | None = None  # a known-good solution, for data checks
+    source: str = ""  # "file:line" it was read from, for messages
+
+
+@dataclass
+class Sample:
+    """One completion of one task, with what the trainer needs to score and replay it."""
+
+    task: Task
+    index: int  # position within the task's group of samples
+    prompt_ids: list[int]  # the exact tokens the student was given
+    completion_ids: list[int]  # sampled tokens, up to and including EOS when it was produced
+    logprobs: list[
+        float
+    ]  # sampler's log-prob of each completion token, at the sampling temperature
+    completion: str  # decoded completion text
+    code: str  # the Rust code extracted from it ("" when there is none)
+    policy_version: int  # number of updates the weights had seen when this was sampled
+    finished: bool  # True when the student stopped by itself (EOS), False when cut at max tokens
+
+
+@dataclass(frozen=True)
+class RustResult:
+    """What rustc and the task's tests said about one piece of code."""
+
+    parsed: bool = False
+    compiled: bool = False
+    errors: int = 0
+    warnings: int = 0
+    error_codes: tuple[str, ...] = ()  # e.g. ("E0425", "E0308"); parse errors have no code
+    warning_names: tuple[str, ...] = ()  # lint names, e.g. ("unused_variables",)
+    tests_total: int = 0
+    tests_passed: int = 0
+    timed_out: bool = False
+    sandbox_error: str | None = None  # the harness failed (not the code): the result is unknown
+    seconds: float = 0.0
+    log: str = ""  # tail of the first failing stage's output, for people reading samples.jsonl
+
+    @property
+    def all_tests_passed(self) -> bool:
+        return self.tests_total > 0 and self.tests_passed == self.tests_total
+
+
+@dataclass(frozen=True)
+class Judgement:
+    """The teacher's verdict on one sample. `score` is NaN when the teacher abstained."""
+
+    score: float = math.nan  # weighted rubric score in [0, 1]
+    scores: dict[str, float] = field(default_factory=dict)  # rubric criterion -> 0..10
+    reason: str = ""
+    abstained: str | None = (
+        None  # why no verdict could be had ("off", "timeout", "unparsable", ...)
+    )
+
+
+@dataclass
+class Scored:
+    """A sample with its judges' results and the reward terms computed from them."""
+
+    sample: Sample
+    rust: RustResult
+    judgement: Judgement
+    components: dict[str, float]  # reward term -> weighted value (NaN when its judge abstained)
+    sources: dict[str, float]  # judge ("rust", "teacher") -> sum of its terms, NaN when unknown
+
+    @property
+    def reward(self) -> float:
+        """The total reward: the sum of the judges that gave an answer."""
+        known = [v for v in self.sources.values() if not math.isnan(v)]
+        return sum(known) if known else math.nan

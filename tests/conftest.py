@@ -1,0 +1,41 @@
+"""Shared fixtures: a tiny real model, the real rustc, and a way to run the CLI as users do."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+# Keys a developer may have exported must never reach a test's subprocess by accident.
+SECRET_VARS = ("ANTHROPIC_API_KEY", "OPENAI_API_KEY")
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    from rlaif.tiny import make_tiny_model
+
+    return make_tiny_model(tmp_path_factory.mktemp("tiny") / "model")
+
+
+@pytest.fixture(scope="session")
+def toolchain():
+    from rlaif.rust import find_toolchain
+
+    return find_toolchain()
+
+
+def run_cli(*args: str, cwd: Path = REPO, env: dict[str, str] | None = None, timeout: float = 300):
+    """`python -m rlaif ARGS` in a subprocess, as a user runs it; returns CompletedProcess."""
+    base = {k: v for k, v in os.environ.items() if k not in SECRET_VARS}
+    return subprocess.run(
+        [sys.executable, "-m", "rlaif", *args],
+        cwd=cwd,
+        env={**base, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

@@ -1,0 +1,310 @@
+"""A scriptable fake teacher API: a real aiohttp server for the real `anthropic` and `openai` SDKs.
+
+It speaks just enough of two wire formats:
+
+- Anthropic Messages: ``POST /v1/messages`` (the SDK's ``base_url`` is the server root, ``.url``);
+- OpenAI Chat Completions: ``POST /v1/chat/completions`` (the SDK's ``base_url`` is ``.openai_url``,
+  which ends in ``/v1``).
+
+Every request is recorded (`Recorded`: path, headers, parsed JSON body) in ``.requests``. Each
+request is answered by the next queued behaviour (`TeacherServer.script`), or, when the queue is
+empty, by a `Reply` with ``.default_reply``. Behaviours:
+
+- `Reply(text)`: a well-formed answer whose text is ``text``;
+- `Status(code, retry_after=None)`: an API error in the provider's format (429, 500, 400, ...);
+- `Hang(seconds=None)`: no answer, for ``seconds`` or until the client leaves or the server stops;
+- `Drop()`: the connection is closed without an answer;
+- `Malformed(body, content_type)`: a 200 whose body is not the API's JSON.
+
+The server runs on its own event loop in a background thread, so plain synchronous tests can use
+it: ``with TeacherServer() as server: ...`` starts it on an ephemeral port of 127.0.0.1 and stops
+it, thread included, on exit (wrap that in a pytest fixture).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+DEFAULT_REPLY = json.dumps(
+    {"correctness": 8, "quality": 7, "efficiency": 6, "documentation": 5, "reason": "ok"}
+)
+
+ANTHROPIC_PATH = "/v1/messages"
+OPENAI_PATH = "/v1/chat/completions"
+
+
+@dataclass(frozen=True)
+class Reply:
+    """Answer well-formed, with ``text`` as the model's reply."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class Status:
+    """Answer with HTTP ``code`` and an error body in the provider's format."""
+
+    code: int
+    retry_after: float | None = None  # sent as the Retry-After header when set
+    message: str = "scripted error"
+
+
+@dataclass(frozen=True)
+class Hang:
+    """Never answer: wait ``seconds`` (None: until the server stops), then drop the connection.
+
+    The wait also ends when the client gives up and closes its connection.
+    """
+
+    seconds: float | None = None
+
+
+@dataclass(frozen=True)
+class Drop:
+    """Close the connection without sending a byte of response."""
+
+
+@dataclass(frozen=True)
+class Malformed:
+    """Answer 200 with a body that is not the API's JSON."""
+
+    body: str = "this is {not json"
+    content_type: str = "application/json"
+
+
+Behaviour = Reply | Status | Hang | Drop | Malformed
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """One request as the server received it. Header names are lower-cased."""
+
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: Any  # the parsed JSON body, or the raw text when it is not JSON
+
+
+# Error "type" names of each provider, by HTTP status.
+_ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    429: "rate_limit_error",
+    500: "api_error",
+    529: "overloaded_error",
+}
+
+
+class TeacherServer:
+    """A fake Anthropic / OpenAI API on 127.0.0.1, driven from synchronous test code."""
+
+    def __init__(self, default_reply: str = DEFAULT_REPLY):
+        self.default_reply = default_reply
+        self.port: int | None = None
+        self._requests: list[Recorded] = []
+        self._queue: deque[Behaviour] = deque()
+        self._lock = threading.Lock()
+        self._ids = itertools.count(1)
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+
+    # --- what tests use -------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        """The server root: the Anthropic SDK's ``base_url``."""
+        if self.port is None:
+            raise RuntimeError("the server is not running")
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def openai_url(self) -> str:
+        """``url + "/v1"``: the OpenAI SDK's ``base_url``."""
+        return f"{self.url}/v1"
+
+    @property
+    def requests(self) -> list[Recorded]:
+        """A copy of the requests received so far, oldest first."""
+        with self._lock:
+            return list(self._requests)
+
+    def script(self, *behaviours: Behaviour) -> None:
+        """Queue behaviours: each answers one request, in order, before the default reply."""
+        with self._lock:
+            self._queue.extend(behaviours)
+
+    def reset(self) -> None:
+        """Forget recorded requests and queued behaviours."""
+        with self._lock:
+            self._requests.clear()
+            self._queue.clear()
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    def start(self, timeout_s: float = 10.0) -> TeacherServer:
+        """Start serving in a background thread; returns once the port is known."""
+        if self._thread is not None:
+            raise RuntimeError("the server is already running")
+        self._ready.clear()
+        self._error = None
+        self._thread = threading.Thread(target=self._run, name="teacher-server", daemon=True)
+        self._thread.start()
+        if not self._ready.wait(timeout_s):
+            raise RuntimeError("the teacher server did not start in time")
+        if self._error is not None:
+            self._thread.join()
+            self._thread = None
+            raise RuntimeError("the teacher server failed to start") from self._error
+        return self
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """Stop serving (hanging requests end) and join the thread."""
+        if self._thread is None:
+            return
+        if self._thread.is_alive() and self._loop is not None and self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(timeout_s)
+        if self._thread.is_alive():
+            raise RuntimeError("the teacher server thread did not stop")
+        self._thread = self._loop = self._stop = None
+        self.port = None
+
+    def __enter__(self) -> TeacherServer:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    # --- the server's own thread ------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            asyncio.run(self._serve())
+        except BaseException as exc:  # reported to start(); nothing else may see it
+            self._error = exc
+            self._ready.set()
+
+    async def _serve(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        # handler_cancellation: a request whose client left stops being served at once.
+        runner = web.AppRunner(
+            app, access_log=None, handler_cancellation=True, shutdown_timeout=1.0
+        )
+        await runner.setup()
+        try:
+            site = web.TCPSite(runner, "127.0.0.1", 0)
+            await site.start()
+            self.port = runner.addresses[0][1]
+            self._ready.set()
+            await self._stop.wait()
+        finally:
+            await runner.cleanup()
+
+    def _next_behaviour(self) -> Behaviour:
+        with self._lock:
+            return self._queue.popleft() if self._queue else Reply(self.default_reply)
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        raw = await request.text()
+        try:
+            body: Any = json.loads(raw) if raw else None
+        except json.JSONDecodeError:
+            body = raw
+        with self._lock:
+            self._requests.append(
+                Recorded(
+                    method=request.method,
+                    path=request.path,
+                    headers={k.lower(): v for k, v in request.headers.items()},
+                    body=body,
+                )
+            )
+        if request.method != "POST" or request.path not in (ANTHROPIC_PATH, OPENAI_PATH):
+            return web.json_response({"error": {"message": "not found"}}, status=404)
+        behaviour = self._next_behaviour()
+        anthropic_format = request.path == ANTHROPIC_PATH
+
+        if isinstance(behaviour, Reply):
+            model = body.get("model", "") if isinstance(body, dict) else ""
+            make = _anthropic_message if anthropic_format else _openai_completion
+            return web.json_response(make(next(self._ids), model, behaviour.text, body))
+        if isinstance(behaviour, Status):
+            headers = {}
+            if behaviour.retry_after is not None:
+                headers["Retry-After"] = f"{behaviour.retry_after:g}"
+            kind = _ERROR_TYPES.get(behaviour.code, "api_error")
+            if anthropic_format:
+                error = {"type": "error", "error": {"type": kind, "message": behaviour.message}}
+            else:
+                error = {"error": {"message": behaviour.message, "type": kind, "code": None}}
+            return web.json_response(error, status=behaviour.code, headers=headers)
+        if isinstance(behaviour, Malformed):
+            return web.Response(
+                body=behaviour.body.encode(), status=200, content_type=behaviour.content_type
+            )
+        if isinstance(behaviour, Hang):
+            assert self._stop is not None
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), behaviour.seconds)
+        # Drop, or a Hang that is over: close the connection without answering.
+        assert request.transport is not None
+        request.transport.abort()
+        raise asyncio.CancelledError  # aiohttp then writes nothing to the closed transport
+
+
+def _tokens(body: Any) -> int:
+    """A rough token count of a request: its words."""
+    return len(json.dumps(body).split()) if body is not None else 0
+
+
+def _anthropic_message(n: int, model: str, text: str, body: Any) -> dict[str, Any]:
+    return {
+        "id": f"msg_{n:024d}",
+        "type": "message",
+        "role": "assistant",
+        "model": model,
+        "content": [{"type": "text", "text": text}],
+        "stop_reason": "end_turn",
+        "stop_sequence": None,
+        "usage": {"input_tokens": _tokens(body), "output_tokens": len(text.split())},
+    }
+
+
+def _openai_completion(n: int, model: str, text: str, body: Any) -> dict[str, Any]:
+    prompt, completion = _tokens(body), len(text.split())
+    return {
+        "id": f"chatcmpl-{n:024d}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": text},
+                "finish_reason": "stop",
+            }
+        ],
+        "usage": {
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "total_tokens": prompt + completion,
+        },
+    }

@@ -1,0 +1,141 @@
+"""The main job end to end, as a user runs it: CLI, tiny model, real rustc, files on disk."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import yaml
+from transformers import AutoModelForCausalLM
+
+from rlaif.metrics import LEADING_COLUMNS
+from tests.conftest import REPO, run_cli
+
+REQUIRED_COLUMNS = [
+    "iteration",
+    "avg_reward",
+    "reward_std",
+    "compile_success_rate",
+    "parse_success_rate",
+    "policy_loss",
+    "kl",
+    "grad_norm",
+    "test_pass_rate",
+    "kl_coef",
+    "gen_seconds",
+    "score_seconds",
+    "train_seconds",
+    "step_seconds",
+]
+
+
+def test_three_steps_write_metrics_samples_and_a_loadable_checkpoint(tiny_model_dir, tmp_path):
+    done = run_cli(
+        "--config",
+        "config.yaml",
+        "--set",
+        f"student.model={tiny_model_dir}",
+        "--set",
+        "trainer.max_steps=3",
+        "--set",
+        f"run.output_dir={tmp_path}",
+        "--set",
+        "run.name=smoke",
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "teacher: off (environment variable ANTHROPIC_API_KEY is not set)" in done.stdout
+    run = tmp_path / "smoke"
+
+    with (run / "metrics.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0])[: len(REQUIRED_COLUMNS)] == REQUIRED_COLUMNS == list(LEADING_COLUMNS)
+    assert [r["iteration"] for r in rows] == ["1", "2", "3"]
+    for row in rows:
+        assert float(row["step_seconds"]) >= float(row["gen_seconds"]) > 0
+        assert 0 <= float(row["compile_success_rate"]) <= 1
+    assert len((run / "metrics.jsonl").read_text().splitlines()) == 3
+
+    config = load_yaml(REPO / "config.yaml")
+    per_step = config["trainer"]["tasks_per_step"] * config["trainer"]["samples_per_prompt"]
+    samples = [json.loads(line) for line in (run / "samples.jsonl").read_text().splitlines()]
+    assert len(samples) == 3 * per_step
+    first = samples[0]
+    assert set(first["components"]) == {
+        "parse",
+        "compile",
+        "errors",
+        "warnings",
+        "tests",
+        "all_tests",
+    }
+    assert first["reward"] == sum(first["components"].values())
+    assert first["prompt"] and "completion" in first and "rust" in first
+
+    saved = load_yaml(run / "config.yaml")
+    assert saved["trainer"]["max_steps"] == 3 and saved["student"]["model"] == str(tiny_model_dir)
+
+    checkpoint = run / "checkpoints" / "step_3"
+    model = AutoModelForCausalLM.from_pretrained(checkpoint)
+    assert model.num_parameters() > 0
+    state = json.loads((checkpoint / "trainer_state.json").read_text())
+    assert state["step"] == 3 and state["policy_version"] == 3
+
+
+def test_an_existing_run_name_is_refused(tiny_model_dir, tmp_path):
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "metrics.csv").write_text("x\n")
+    done = run_cli(
+        "--set",
+        f"student.model={tiny_model_dir}",
+        "--set",
+        f"run.output_dir={tmp_path}",
+        "--set",
+        "run.name=taken",
+        timeout=120,
+    )
+    assert done.returncode == 2 and "already holds a run" in done.stderr
+
+
+def load_yaml(path):
+    return yaml.safe_load(path.read_text())
+
+
+def test_the_teacher_is_called_in_training_and_its_key_is_never_written(tiny_model_dir, tmp_path):
+    from tests.teacher_server import TeacherServer
+
+    secret = "sk-test-0123456789-must-not-leak"
+    with TeacherServer() as server:
+        done = run_cli(
+            "--set",
+            f"student.model={tiny_model_dir}",
+            "--set",
+            "trainer.max_steps=1",
+            "--set",
+            f"run.output_dir={tmp_path}",
+            "--set",
+            "run.name=taught",
+            "--set",
+            "student.max_new_tokens=24",
+            "--set",
+            "teacher.provider=openai-compatible",
+            "--set",
+            "teacher.model=judge",
+            "--set",
+            f"teacher.base_url={server.openai_url}",
+            "--set",
+            "teacher.api_key_env=RLAIF_TEST_KEY",
+            env={"RLAIF_TEST_KEY": secret},
+        )
+        requests = list(server.requests)
+    assert done.returncode == 0, done.stderr[-3000:]
+    run = tmp_path / "taught"
+    samples = [json.loads(line) for line in (run / "samples.jsonl").read_text().splitlines()]
+    graded = [s for s in samples if s["code"]]
+    assert graded and len(requests) == len(graded)
+    for sample in graded:
+        assert sample["teacher"]["score"] == 0.67 and sample["components"]["teacher"] == 6.7
+    assert all(r.headers["authorization"] == f"Bearer {secret}" for r in requests)
+    for path in run.rglob("*"):
+        if path.is_file():
+            assert secret.encode() not in path.read_bytes(), path
+    assert secret not in done.stdout + done.stderr
