@@ -28,6 +28,7 @@ from .types import Judgement, RustResult, Task
 
 T = TypeVar("T")
 
+# Weights of the rubric's criteria, those of the Python RLAIF seed; they sum to 1.
 RUBRIC = {"correctness": 0.3, "quality": 0.3, "efficiency": 0.2, "documentation": 0.2}
 
 SYSTEM_PROMPT = f"""You are a strict reviewer of Rust code written by a student model.
