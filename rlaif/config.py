@@ -124,7 +124,7 @@ class RustConfig:
 
 @dataclass(frozen=True)
 class TrainerConfig:
-    max_steps: int = _opt(10, "Policy updates to run.", min=1)
+    max_steps: int = _opt(8, "Policy updates to run.", min=1)
     tasks_per_step: int = _opt(2, "Tasks (prompts) per step.", min=1)
     samples_per_prompt: int = _opt(4, "Completions per task (the group whitened together).", min=1)
     learning_rate: float = _opt(5e-6, "AdamW learning rate (constant).", min=0.0)

@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from .config import Config
-from .pipeline import cpu_count, generate_and_score, rust_concurrency
+from .pipeline import ThreadPolicy, generate_and_score, rust_concurrency
 from .rust import RustJudge, Toolchain
 from .scoring import Scorer
 from .student import Generator, load_student, pick_device, pick_dtype
@@ -80,7 +80,6 @@ async def evaluate(
     generator = Generator(policy, tokenizer, student)
     rust_jobs = rust_concurrency(config)
     scorer = Scorer(RustJudge(toolchain, config.rust, rust_jobs), None, config.rewards)
-    cores = cpu_count()
     console.print(f"evaluating {model} on {len(tasks)} tasks x {n} samples")
     scored, timings = await generate_and_score(
         generator,
@@ -89,7 +88,7 @@ async def evaluate(
         n,
         0,
         student.generate_batch_size,
-        (config.pipeline.torch_threads or max(1, cores - rust_jobs), cores),
+        ThreadPolicy.for_config(config),
     )
     rows = summarize(scored, n, ks)
     console.print(render_table(rows, ks))

@@ -6,15 +6,18 @@ Per step: pick tasks -> generate (worker thread) -> score (rustc jobs and teache
 is generated, so rustc and the teacher work while the next chunk is sampled. Generation of the
 next step waits for this step's update: samples are always on-policy here.
 
-CPU threads are set deliberately: rustc jobs beside torch on a small machine slow torch down
-badly when both want every core (REFERENCE.md), so generation uses `pipeline.torch_threads`
-(default: the cores rustc leaves free) while scoring overlaps it, and every core otherwise.
+CPU threads are set deliberately: torch slows down badly when another busy process wants the
+same cores (measured on a 2-core machine: 2 torch threads went from 0.9 s to 7.9 s per step beside
+one, while 1 thread stayed at 1.1 s), so generation uses `pipeline.torch_threads` (default: the
+cores rustc leaves free) while scoring overlaps it, and every core otherwise.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import time
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -37,9 +40,22 @@ from .types import Sample, Scored, Task
 
 
 def cpu_count() -> int:
-    import os
-
+    """Cores this process may run on (its affinity mask, not the machine's total)."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+@dataclass(frozen=True)
+class ThreadPolicy:
+    """torch's thread count while rustc jobs run beside it, and while it runs alone."""
+
+    beside_rustc: int
+    alone: int
+
+    @classmethod
+    def for_config(cls, config: Config) -> ThreadPolicy:
+        cores = cpu_count()
+        beside = config.pipeline.torch_threads or max(1, cores - rust_concurrency(config))
+        return cls(beside_rustc=beside, alone=cores)
 
 
 def rust_concurrency(config: Config) -> int:
@@ -78,10 +94,8 @@ class Run:
     ):
         self.config = config
         self.run_dir = run_dir
-        self.console = console
-        self.cores = cpu_count()
-        self.rust_jobs = rust_concurrency(config)
-        self.overlap_threads = config.pipeline.torch_threads or max(1, self.cores - self.rust_jobs)
+        self.threads = ThreadPolicy.for_config(config)
+        rust_jobs = rust_concurrency(config)
 
         torch.manual_seed(config.run.seed)
         device = pick_device(config.student.device)
@@ -89,16 +103,14 @@ class Run:
         model, self.tokenizer = load_student(config.student, device, dtype)
         self.trainer = Trainer(model, config, make_accelerator(device))
         self.generator = Generator(self.trainer.policy, self.tokenizer, config.student)
-        self.scorer = Scorer(
-            RustJudge(toolchain, config.rust, self.rust_jobs), teacher, config.rewards
-        )
+        self.scorer = Scorer(RustJudge(toolchain, config.rust, rust_jobs), teacher, config.rewards)
         self.sampler = TaskSampler(tasks, config.curriculum.shuffle, config.run.seed)
         self.logger = RunLogger(run_dir, config.logging.samples)
         params = sum(p.numel() for p in model.parameters())
         console.print(
             f"student: {config.student.model} ({params / 1e6:.1f}M params, {dtype}, "
-            f"{self.trainer.accelerator.device}); rustc jobs: {self.rust_jobs}; torch threads: "
-            f"{self.overlap_threads} beside rustc, {self.cores} alone"
+            f"{self.trainer.accelerator.device}); rustc jobs: {rust_jobs}; torch threads: "
+            f"{self.threads.beside_rustc} beside rustc, {self.threads.alone} alone"
         )
 
     async def step(self, iteration: int) -> dict[str, float]:
@@ -112,7 +124,7 @@ class Run:
             cfg.samples_per_prompt,
             self.trainer.version,
             self.config.student.generate_batch_size,
-            (self.overlap_threads, self.cores),
+            self.threads,
         )
 
         rewards = _reward_tensor(scored, cfg.tasks_per_step, cfg.samples_per_prompt)  # [B, G, S]
@@ -120,7 +132,7 @@ class Run:
         flat_adv = advantages.flatten().tolist()
 
         train_start = time.perf_counter()
-        torch.set_num_threads(self.cores)  # nothing else runs during the update
+        torch.set_num_threads(self.threads.alone)  # nothing else runs during the update
         stats = await anyio.to_thread.run_sync(
             self.trainer.update, [s.sample for s in scored], flat_adv
         )
@@ -150,17 +162,17 @@ async def generate_and_score(
     group_size: int,
     version: int,
     batch_size: int,
-    threads: tuple[int, int],
+    threads: ThreadPolicy,
 ) -> tuple[list[Scored], dict[str, float]]:
     """Generate chunk by chunk in a worker thread; score each group as soon as it exists.
 
-    A chunk holds as many whole groups as fit in `batch_size` sequences. `threads` is torch's
-    thread count (beside rustc, alone): with one chunk nothing overlaps generation.
+    A chunk holds as many whole groups as fit in `batch_size` sequences. With one chunk nothing
+    overlaps generation, so it gets every core.
     Returns the scored samples, task by task in order, and {"gen", "score"} seconds.
     """
     per_call = max(1, batch_size // group_size)
     chunks = [tasks[i : i + per_call] for i in range(0, len(tasks), per_call)]
-    torch.set_num_threads(threads[0] if len(chunks) > 1 else threads[1])
+    torch.set_num_threads(threads.beside_rustc if len(chunks) > 1 else threads.alone)
     results: list[list[Scored]] = [[] for _ in tasks]
     gen_seconds = 0.0
     score_window = [math.inf, 0.0]  # first scoring start, last scoring end

@@ -43,7 +43,9 @@ def test_three_steps_write_metrics_samples_and_a_loadable_checkpoint(tiny_model_
         "run.name=smoke",
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "teacher: off (environment variable ANTHROPIC_API_KEY is not set)" in done.stdout
+    assert (
+        done.stdout.count("teacher: off (environment variable ANTHROPIC_API_KEY is not set)") == 1
+    )
     run = tmp_path / "smoke"
 
     with (run / "metrics.csv").open() as f:
@@ -139,3 +141,20 @@ def test_the_teacher_is_called_in_training_and_its_key_is_never_written(tiny_mod
         if path.is_file():
             assert secret.encode() not in path.read_bytes(), path
     assert secret not in done.stdout + done.stderr
+
+
+def test_a_required_teacher_without_its_key_stops_before_any_model_loads(tmp_path):
+    done = run_cli(
+        "--set",
+        "teacher.required=true",
+        "--set",
+        "student.model=/nonexistent/model",
+        "--set",
+        f"run.output_dir={tmp_path}",
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert "teacher.required is true but environment variable ANTHROPIC_API_KEY is not set" in (
+        done.stderr
+    )
+    assert not any(tmp_path.iterdir())  # no run directory was made
