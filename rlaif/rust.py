@@ -37,6 +37,9 @@ HIDDEN_TESTS_MODULE = "rlaif_hidden_tests"
 _SUMMARY = re.compile(r"test result: \w+\. (\d+) passed; (\d+) failed")
 _RUNNING = re.compile(r"^running (\d+) tests?$", re.MULTILINE)
 _PASSED_LINE = re.compile(r"^test \S+ \.\.\. ok$", re.MULTILINE)
+# dead_code is allowed: the harness, not the student, decides which functions get called.
+CHECK_FLAGS = ("--crate-type", "lib", "--emit=metadata", "--error-format=json", "-A", "dead_code")
+PARSE_FLAGS = ("--crate-type", "lib", "-Zparse-crate-root-only")
 
 
 class RustToolchainError(RuntimeError):
@@ -102,16 +105,7 @@ class RustJudge:
     async def _job(self, workdir: Path, code: str, tests: str) -> RustResult:
         seconds = 0.0
         (workdir / "lib.rs").write_text(code)
-        check = await self._rustc(
-            workdir,
-            "lib.rs",
-            "--crate-type",
-            "lib",
-            "--emit=metadata",
-            "--error-format=json",
-            "-A",
-            "dead_code",
-        )
+        check = await self._rustc(workdir, "lib.rs", *CHECK_FLAGS)
         seconds += check.seconds
         if check.timed_out:
             return RustResult(timed_out=True, seconds=seconds, log="rustc timed out")
@@ -132,20 +126,21 @@ class RustJudge:
         )
         if errors:
             parse = await self._rustc(
-                workdir,
-                "lib.rs",
-                "--crate-type",
-                "lib",
-                "-Zparse-crate-root-only",
-                extra_env={"RUSTC_BOOTSTRAP": "1"},
+                workdir, "lib.rs", *PARSE_FLAGS, extra_env={"RUSTC_BOOTSTRAP": "1"}
             )
             seconds += parse.seconds
             log = "\n".join(d.rendered for d in errors)[-2000:]
             return RustResult(parsed=parse.returncode == 0, seconds=seconds, log=log, **counts)
 
         tests_total = len(re.findall(r"#\[test\]", tests))
-        if not tests.strip() or tests_total == 0:
+        if tests_total == 0:
             return RustResult(parsed=True, compiled=True, seconds=seconds, **counts)
+        return await self._hidden_tests(workdir, code, tests, tests_total, seconds, counts)
+
+    async def _hidden_tests(
+        self, workdir: Path, code: str, tests: str, tests_total: int, seconds: float, counts: dict
+    ) -> RustResult:
+        """Build the code with the task's tests and run them (the code already type-checks)."""
         (workdir / "tests.rs").write_text(test_program(code, tests))
         build = await self._rustc(workdir, "tests.rs", "--test", "-o", "tests", "-A", "warnings")
         seconds += build.seconds
