@@ -14,7 +14,7 @@ PY      := $(VENV)/bin/python
 INSTALLED := $(VENV)/.rlaif-installed
 STUDENT := models/smollm2-135m-instruct
 
-.PHONY: install student train eval test lint bench clean
+.PHONY: install student train eval test lint docs bench clean
 
 install: $(INSTALLED)
 
@@ -46,6 +46,10 @@ test: install
 lint: install
 	$(PY) -m ruff check rlaif tests bench
 	$(PY) -m ruff format --check rlaif tests bench
+
+# Rewrite the README's configuration reference from the config dataclasses.
+docs: install
+	$(PY) -m rlaif config-doc --readme README.md
 
 bench: install
 	$(PY) bench/rust_jobs.py

@@ -73,6 +73,9 @@ def _parser() -> argparse.ArgumentParser:
     gguf.set_defaults(handler=_convert_gguf)
 
     doc = commands.add_parser("config-doc", help="print the config reference (Markdown)")
+    doc.add_argument(
+        "--readme", type=Path, help="rewrite the table between the config-doc markers of this file"
+    )
     doc.set_defaults(handler=_config_doc)
     return parser
 
@@ -179,11 +182,29 @@ def _shipped_gguf() -> Path:
     return Path(spec.submodule_search_locations[0]) / DEFAULT_GGUF
 
 
+README_TABLE_START = "<!-- config-doc:start"
+README_TABLE_END = "<!-- config-doc:end -->"
+
+
 def _config_doc(args: argparse.Namespace, console: Console) -> int:
-    print("| key | default | meaning |\n| --- | --- | --- |")
+    rows = ["| key | default | meaning |", "| --- | --- | --- |"]
     for key, default, meaning in config_module.reference_rows():
         shown = f"`` {default} ``" if "`" in default else f"`{default}`"  # a span may hold `
-        print(f"| `{key}` | {shown} | {meaning} |")
+        rows.append(f"| `{key}` | {shown} | {meaning} |")
+    if args.readme is None:
+        print("\n".join(rows))
+        return 0
+    # Replace what lies between the README's two markers (the marker lines themselves stay).
+    lines = args.readme.read_text().split("\n")
+    starts = [i for i, line in enumerate(lines) if line.startswith(README_TABLE_START)]
+    ends = [i for i, line in enumerate(lines) if line.startswith(README_TABLE_END)]
+    if len(starts) != 1 or len(ends) != 1 or ends[0] < starts[0]:
+        raise DataError(
+            f"{args.readme}: needs one {README_TABLE_START} ... and one {README_TABLE_END}"
+        )
+    lines[starts[0] + 1 : ends[0]] = rows
+    args.readme.write_text("\n".join(lines))
+    console.print(f"updated the configuration reference in {args.readme}")
     return 0
 
 

@@ -167,6 +167,19 @@ class DataConfig:
 
 
 @dataclass(frozen=True)
+class CacheConfig:
+    dir: str = _opt("cache", "Folder of the on-disk result caches (one subfolder per judge).")
+    rust: bool = _opt(True, "Reuse rustc results for identical code, tests, toolchain and flags.")
+    teacher: bool = _opt(
+        True, "Reuse teacher verdicts for identical provider, model, rubric, task and code."
+    )
+    teacher_ttl_s: float | None = _opt(
+        None, "Seconds a cached teacher verdict stays valid; null keeps it.", min=1.0
+    )
+    size_limit_mb: int = _opt(1024, "Size limit of each cache folder, in MiB.", min=1)
+
+
+@dataclass(frozen=True)
 class LoggingConfig:
     progress: bool = _opt(
         True, "Show a progress bar with ETA (a plain line per step when not a TTY)."
@@ -186,6 +199,7 @@ class Config:
     curriculum: CurriculumConfig = field(default_factory=CurriculumConfig)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     data: DataConfig = field(default_factory=DataConfig)
+    cache: CacheConfig = field(default_factory=CacheConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
 
     def to_dict(self) -> dict[str, dict[str, Any]]:

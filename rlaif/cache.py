@@ -1,0 +1,85 @@
+"""Content-addressed result caches on disk (diskcache), with hit and miss counts.
+
+A judge's answer depends only on what it was shown, so the key is a hash of everything that
+can change the answer (code, tests, toolchain or model, flags, rubric version...). Values are
+plain JSON-able data, never pickled classes, so a cache outlives code changes; a caller that
+changes the meaning of a value bumps the `schema` part of its key instead.
+
+`diskcache.Cache` is safe across threads and processes. It is opened with a 60 s lock timeout:
+with diskcache's short default timeout, writes under contention can be dropped silently
+(REFERENCE.md).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import diskcache
+
+
+def cache_key(*parts: Any) -> str:
+    """A stable SHA-256 over JSON-able parts; order matters, dict key order does not."""
+    text = json.dumps(parts, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+@dataclass
+class CacheStats:
+    hits: int = 0
+    misses: int = 0
+    writes: int = 0
+
+
+class ResultCache:
+    """One named cache under `root` (for example cache/rust, cache/teacher).
+
+    `ttl_s` makes entries expire (None keeps them until evicted); `size_limit_mb` bounds the
+    folder, least recently used entries going first.
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        name: str,
+        *,
+        ttl_s: float | None = None,
+        size_limit_mb: int = 1024,
+    ):
+        self.path = Path(root) / name
+        self.ttl_s = ttl_s
+        self.stats = CacheStats()
+        self._cache = diskcache.Cache(
+            str(self.path),
+            timeout=60,
+            size_limit=size_limit_mb * 2**20,
+            eviction_policy="least-recently-used",
+        )
+
+    def get(self, key: str) -> Any | None:
+        """The stored value, or None on a miss (None itself is never stored)."""
+        value = self._cache.get(key)
+        if value is None:
+            self.stats.misses += 1
+        else:
+            self.stats.hits += 1
+        return value
+
+    def set(self, key: str, value: Any) -> None:
+        if value is None:
+            raise ValueError("ResultCache cannot store None: it means a miss")
+        self._cache.set(key, value, expire=self.ttl_s)
+        self.stats.writes += 1
+
+    def __len__(self) -> int:
+        return len(self._cache)
+
+    def clear(self) -> int:
+        """Remove every entry; returns how many there were."""
+        return self._cache.clear()
+
+    def close(self) -> None:
+        self._cache.close()
