@@ -10,6 +10,10 @@ import math
 from dataclasses import dataclass, field
 
 DIFFICULTIES = ("easy", "medium", "hard")
+# How a task's tests are run: "libtest" = `#[test]` functions in a module beside the code, each
+# counted; "main" = a `fn main()` of assertions appended to the code (the MultiPL-E format),
+# one test that passes when the program exits 0.
+HARNESSES = ("libtest", "main")
 
 
 @dataclass(frozen=True)
@@ -18,10 +22,12 @@ class Task:
 
     id: str
     prompt: str  # what to write, with the exact signature
-    tests: str  # Rust `#[test]` functions, placed in a module that does `use super::*;`
+    tests: str  # per `harness`: `#[test]` functions (in a `use super::*;` module) or a `fn main`
     difficulty: str  # one of DIFFICULTIES
     reference: str | None = None  # a known-good solution, for data checks
     source: str = ""  # "file:line" it was read from, for messages
+    harness: str = "libtest"  # one of HARNESSES
+    prefix: str | None = None  # code a raw completion continues (MultiPL-E's prompt), if any
 
 
 @dataclass
