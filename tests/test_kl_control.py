@@ -37,9 +37,9 @@ def test_adaptive_step_scales_with_the_samples_in_the_update():
 
 def test_ema_follows_the_seed_rule():
     # beta 0.1, target 0.02, gain 10, ema from 0:
-    # 0.1: ema = 0.9 * 0 + 0.1 * 0.1 = 0.01    -> 0.1 * exp(10 (0.01 - 0.02)) = 0.1 e^-0.1 = 0.0904837
-    # 0.3: ema = 0.009 + 0.03 = 0.039           -> 0.0904837 * e^(10 * 0.019) = 0.0904837 e^0.19
-    #                                             = 0.1094174
+    # 0.1: ema = 0.9 * 0 + 0.1 * 0.1 = 0.01 -> 0.1 exp(10 (0.01 - 0.02)) = 0.1 e^-0.1 = 0.0904837
+    # 0.3: ema = 0.009 + 0.03 = 0.039        -> 0.0904837 e^(10 * 0.019) = 0.0904837 e^0.19
+    #                                          = 0.1094174
     controller = EmaKL(0.1, target=0.02, gain=10.0)
     betas = run(controller, [0.1, 0.3])
     assert betas == pytest.approx([0.1 * math.exp(-0.1), 0.1 * math.exp(-0.1 + 0.19)])
@@ -69,6 +69,6 @@ def test_state_round_trip_continues_identically(kind):
     resumed = make_kl_controller(config)
     resumed.load_state_dict(first.state_dict())
     assert run(resumed, [0.04, 0.0]) == run(first, [0.04, 0.0])
-    assert type(first).__name__ == {"fixed": "FixedKL", "adaptive": "AdaptiveKL", "ema": "EmaKL"}[
-        kind
-    ]
+    assert (
+        type(first).__name__ == {"fixed": "FixedKL", "adaptive": "AdaptiveKL", "ema": "EmaKL"}[kind]
+    )
