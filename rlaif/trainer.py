@@ -104,7 +104,12 @@ class Trainer:
         self.version = int(state["version"])
 
     def update(self, samples: list[Sample], advantages: list[float]) -> dict[str, float]:
-        """Train on this process's `samples`; returns statistics reduced over all processes."""
+        """Train on this process's `samples`; returns statistics reduced over all processes.
+
+        Token statistics (kl, ratio, entropy, ...) are means over every pass of the update, so
+        with one epoch and one minibatch `kl` is the KL of the weights the update started from.
+        `kl_coef` is the beta this update used; the controller then moves it using `kl`.
+        """
         t, acc = self.config.trainer, self.accelerator
         if len(samples) < t.minibatches:
             raise ValueError(f"{len(samples)} samples cannot fill {t.minibatches} minibatches")
@@ -207,7 +212,7 @@ class Trainer:
                 isw = isw.to(acc.device)  # [n, C]
             sync = k == len(starts) - 1  # all-reduce gradients once, after the last micro-batch
             with contextlib.nullcontext() if sync else acc.no_sync(self.model):
-                self.model.train(t.lora_dropout > 0)
+                self.model.train(self.lora and t.lora_dropout > 0)  # LoRA dropout only
                 logp, ent = self._completion_logprobs(
                     self.model, batch, entropy=True, grad_entropy=t.entropy_coef > 0
                 )  # [n, C] each

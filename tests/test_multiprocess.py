@@ -91,6 +91,12 @@ def test_two_processes_split_tasks_by_group_and_write_once(tiny_model_dir, tmp_p
     assert all(len(p) == 1 for p in by_task.values()), by_task  # a group is never split
     for step in (1, 2):
         assert {next(iter(p)) for (st, _), p in by_task.items() if st == step} == {0, 1}
+    # The main process wrote the other process's rewards and advantages: they were gathered,
+    # and each group was whitened as a whole (std mode: a group's advantages sum to 0).
+    assert all(isinstance(s["reward"], float) for s in samples if s["process"] == 1)
+    for step, task in by_task:
+        group = [s["advantage"] for s in samples if (s["step"], s["task_id"]) == (step, task)]
+        assert len(group) == 2 and abs(sum(group)) < 1e-6
     for row in rows:  # statistics reduced over both processes' samples, not one share
         tokens = float(row["completion_tokens_mean"]) * 4
         assert float(row["completion_tokens"]) == tokens
