@@ -6,6 +6,10 @@ Per step: pick tasks -> generate (worker thread) -> score (rustc jobs and teache
 is generated, so rustc and the teacher work while the next chunk is sampled. Generation of the
 next step waits for this step's update: samples are always on-policy here.
 
+Under `accelerate launch` every process runs this loop: it generates and scores its contiguous
+share of the step's tasks (whole groups), all scored samples are gathered so every process
+whitens the same rewards, each trains on its own share, and only the main process writes files.
+
 CPU threads are set deliberately: torch slows down badly when another busy process wants the
 same cores (measured on a 2-core machine: 2 torch threads went from 0.9 s to 7.9 s per step beside
 one, while 1 thread stayed at 1.1 s), so generation uses `pipeline.torch_threads` (default: the
