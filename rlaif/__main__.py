@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -99,6 +100,8 @@ def _train(args: argparse.Namespace, console: Console) -> int:
     tasks = load_tasks(config.data.train)
     toolchain = find_toolchain(config.rust.rustc)
     teacher, teacher_status = make_teacher(config.teacher)
+    if int(os.environ.get("RANK", "0")) > 0:  # under `accelerate launch`, the main one speaks
+        console = Console(quiet=True)
     console.print(f"config: {args.config}; tasks: {len(tasks)} from {config.data.train}")
     console.print(f"rustc: {toolchain.version}")
     console.print(teacher_status)

@@ -1,6 +1,7 @@
-"""Pure tensor math of the update: advantages, KL estimators, the clipped policy loss.
+"""Pure tensor math of the update: advantages, KL estimators, token weights, the clipped loss.
 
-No model, no I/O: every function here is tested with hand-computed numbers.
+No model, no I/O: every function here is tested with hand-computed numbers (tests/test_algo.py).
+The KL coefficient's controllers live in `kl_control.py`.
 
 Shapes: B tasks (prompts), G samples per task, S reward sources (judges), N = B*G sequences,
 T completion tokens (padded; `mask` marks the real ones).
@@ -8,36 +9,84 @@ T completion tokens (padded; `mask` marks the real ones).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 
 KL_CLAMP = 20.0  # |logp_ref - logp| beyond this is clamped before exp (k3 would overflow)
+MAD_TO_STD = 1.4826  # MAD of a normal distribution times this is its std
+ROBUST_SCALE = 2.5  # tanh(x / 2.5): the RLAIF seed's soft clip of robust z-scores
+ROBUST_EPS = 1e-8
+ADVANTAGE_MODES = ("std", "no_std", "rloo", "robust")
+AGGREGATIONS = ("token", "sequence", "constant")
 
 
-def group_advantages(rewards: torch.Tensor, eps: float = 1e-4) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-prompt baseline whitening that is NaN-aware per reward source.
+def group_advantages(
+    rewards: torch.Tensor, eps: float = 1e-4, mode: str = "std"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-prompt baseline whitening that is NaN-aware per reward source (REFERENCE.md).
 
-    rewards: [B, G, S]; NaN marks a judge that gave no answer for that sample.
-    Each source is centred on its own group mean over the samples that have it (an abstaining
-    sample's term contributes 0 and is left out of the baseline); the centred sources are summed
-    and divided by the group's std (unbiased, as TRL) plus eps:
-        A_i = sum_s c_si / (std_g(sum_s c_s) + eps),  c_si = r_si - mean_{j: r_sj known} r_sj
-    Without NaNs this equals the usual (r_i - mean r) / (std r + eps) of the summed reward.
-    Returns (advantages [B, G], zero_std [B]): groups whose centred rewards are all equal get
-    advantage 0 exactly and are flagged, since they teach nothing.
+    rewards: [B, G, S]; NaN marks a judge that gave no answer for that sample. Each source gets
+    its own baseline over the samples that have it (an abstaining sample's term contributes 0 and
+    is left out of the baseline); the centred sources are summed into c_i, then per `mode`:
+      std     A_i = c_i / (std_g(c) + eps)       c_si = r_si - mean_{j known} r_sj  (TRL, unbiased)
+      no_std  A_i = c_i                                               (Dr. GRPO: no length/std bias)
+      rloo    A_i = sum_s (r_si - mean_{j != i, known} r_sj)         (leave-one-out baseline)
+      robust  A_i = tanh(c_i / (1.4826 MAD_g(c) + 1e-8) / 2.5)                   (the RLAIF seed)
+    Without NaNs, `std` equals the usual (r_i - mean r) / (std r + eps) of the summed reward.
+    Returns (advantages [B, G], zero_std [B]): groups whose centred rewards have std <= eps
+    get advantage 0 exactly and are flagged, since they teach nothing.
     """
+    if mode not in ADVANTAGE_MODES:
+        raise ValueError(f"unknown advantage mode {mode!r} ({', '.join(ADVANTAGE_MODES)})")
     known = ~torch.isnan(rewards)  # [B, G, S]
     filled = torch.where(known, rewards, torch.zeros_like(rewards))  # [B, G, S]
     count = known.sum(dim=1, keepdim=True)  # [B, 1, S]
-    mean = filled.sum(dim=1, keepdim=True) / count.clamp(min=1)  # [B, 1, S]
+    total_s = filled.sum(dim=1, keepdim=True)  # [B, 1, S]
+    mean = total_s / count.clamp(min=1)  # [B, 1, S]
     centred = torch.where(known, rewards - mean, torch.zeros_like(rewards))  # [B, G, S]
     total = centred.sum(dim=-1)  # [B, G]
     std = total.std(dim=1, unbiased=True)  # [B]
     zero_std = std <= eps  # [B]
-    advantages = total / (std.unsqueeze(1) + eps)  # [B, G]
+    if mode == "std":
+        advantages = total / (std.unsqueeze(1) + eps)  # [B, G]
+    elif mode == "no_std":
+        advantages = total
+    elif mode == "rloo":
+        # mean of the others = (sum - r_i) / (k - 1); a source known for one sample only has
+        # no baseline, so that sample's term is 0.
+        others = count - 1  # [B, 1, S]
+        loo = torch.where(
+            known & (others > 0),
+            rewards - (total_s - filled) / others.clamp(min=1),
+            torch.zeros_like(rewards),
+        )  # [B, G, S]
+        advantages = loo.sum(dim=-1)  # [B, G]
+    else:
+        median = total.quantile(0.5, dim=1, keepdim=True)  # [B, 1]; midpoint for even G
+        mad = (total - median).abs().quantile(0.5, dim=1, keepdim=True)  # [B, 1]
+        scale = MAD_TO_STD * mad + ROBUST_EPS  # [B, 1]
+        advantages = torch.tanh(total / scale / ROBUST_SCALE)  # [B, G]
     advantages = torch.where(zero_std.unsqueeze(1), torch.zeros_like(advantages), advantages)
     return advantages, zero_std
+
+
+def batch_normalize(
+    advantages: torch.Tensor, zero_std: torch.Tensor, eps: float = 1e-4
+) -> torch.Tensor:
+    """Whiten advantages across the whole batch (mean 0, std 1), after the per-group baseline.
+
+    Only groups that teach something take part and move; zero-variance groups stay at 0. This
+    is the batch-level normalisation of "Lite PPO" (group mean, batch std), useful when
+    `no_std` or `rloo` leave advantages on the reward's scale. advantages: [B, G]; zero_std: [B].
+    """
+    live = ~zero_std  # [B]
+    values = advantages[live].flatten()  # [n_live * G]
+    if values.numel() < 2:
+        return advantages
+    normed = (advantages - values.mean()) / (values.std(unbiased=True) + eps)  # [B, G]
+    return torch.where(live.unsqueeze(1), normed, torch.zeros_like(advantages))
 
 
 def kl_per_token(logp: torch.Tensor, ref_logp: torch.Tensor, estimator: str) -> torch.Tensor:
@@ -57,16 +106,75 @@ def kl_per_token(logp: torch.Tensor, ref_logp: torch.Tensor, estimator: str) -> 
     raise ValueError(f"unknown KL estimator {estimator!r} (k1, k2 or k3)")
 
 
+def token_weights(
+    lengths: torch.Tensor,
+    width: int,
+    aggregation: str,
+    *,
+    batch_tokens: int,
+    batch_sequences: int,
+    constant: int,
+) -> torch.Tensor:
+    """Each completion token's weight in the loss, so that the loss is sum(weight * loss_t).
+
+    lengths: [N] completion lengths; returns [N, width], 0 on padding. The normalisers are
+    totals of the whole (mini)batch, not of one micro-batch, so gradient accumulation (and
+    processes whose losses DDP averages, once scaled) give exactly the big-batch gradient.
+      token     1 / batch_tokens: every token weighs the same (DAPO)
+      sequence  1 / (len_i * batch_sequences): mean per sequence, then over sequences (GRPO)
+      constant  1 / (constant * batch_sequences): a fixed length, e.g. max_new_tokens (Dr. GRPO)
+    """
+    positions = torch.arange(width, device=lengths.device).unsqueeze(0)  # [1, T]
+    mask = (positions < lengths.unsqueeze(1)).float()  # [N, T]
+    if aggregation == "token":
+        return mask / batch_tokens
+    if aggregation == "sequence":
+        return mask / (lengths.clamp(min=1).unsqueeze(1).float() * batch_sequences)
+    if aggregation == "constant":
+        return mask / (constant * batch_sequences)
+    raise ValueError(f"unknown loss aggregation {aggregation!r} ({', '.join(AGGREGATIONS)})")
+
+
+def truncated_is_weights(old_logp: torch.Tensor, sampler_logp: torch.Tensor, cap: float):
+    """w = min(exp(logp_old_trainer - logp_sampler), C) per token (truncated importance sampling).
+
+    Corrects for samples drawn by an older (or numerically different) policy than the one the
+    update starts from, with the weight capped so one unlikely token cannot dominate
+    (OpenRLHF clamps to [0.5, 5]; TRL masks above a cap). [N, T], no gradient.
+    """
+    log_ratio = (old_logp - sampler_logp).clamp(max=KL_CLAMP)  # [N, T]
+    return torch.exp(log_ratio).clamp(max=cap).detach()
+
+
+def lr_factor(step: int, schedule: str, warmup: int, total: int, min_ratio: float) -> float:
+    """The learning rate at optimizer step `step` (from 0) as a fraction of the peak.
+
+    Linear warmup over `warmup` steps ((step + 1) / warmup, so the first step already learns),
+    then `constant` 1, or `cosine` from 1 towards `min_ratio`, reached after `total` steps:
+        min_ratio + (1 - min_ratio) (1 + cos(pi p)) / 2,  p = (step - warmup) / (total - warmup)
+    (the shape of transformers' cosine schedule, with a floor).
+    """
+    if step < warmup:
+        return (step + 1) / warmup
+    if schedule == "constant":
+        return 1.0
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
 @dataclass
 class LossParts:
-    """Sums over a micro-batch's completion tokens, so micro-batches add up exactly."""
+    """Sums over a micro-batch's completion tokens, so micro-batches and processes add up."""
 
-    loss: torch.Tensor  # scalar to backpropagate: (pg + beta * kl) summed, / tokens in the batch
+    loss: torch.Tensor  # scalar to backpropagate: sum of weight * loss_t
     pg_sum: torch.Tensor  # sum of the policy-gradient term over tokens
     kl_sum: torch.Tensor  # sum of the KL estimate over tokens
     kl_max: torch.Tensor  # largest per-token KL estimate
     clipped: torch.Tensor  # tokens whose ratio was clipped and the clip was active
+    ratio_sum: torch.Tensor  # sum of the importance ratio pi / pi_old over tokens
     ratio_max: torch.Tensor  # largest importance ratio
+    entropy_sum: torch.Tensor  # sum of the policy's per-token entropy
+    tokens: torch.Tensor  # real tokens in the micro-batch
 
 
 def clipped_policy_loss(
@@ -74,30 +182,41 @@ def clipped_policy_loss(
     old_logp: torch.Tensor,
     ref_logp: torch.Tensor,
     advantages: torch.Tensor,
-    mask: torch.Tensor,
+    weights: torch.Tensor,
     *,
-    clip_eps: float,
+    eps_low: float,
+    eps_high: float,
     kl_coef: float,
     estimator: str,
-    batch_tokens: int,
+    is_weights: torch.Tensor | None = None,
+    entropy: torch.Tensor | None = None,
+    entropy_coef: float = 0.0,
 ) -> LossParts:
-    """PPO's clipped surrogate plus a KL penalty, averaged over completion tokens only.
+    """PPO's clipped surrogate plus a KL penalty (and an optional entropy bonus), per token:
 
-    loss_t = -min(r_t A, clip(r_t, 1 - eps, 1 + eps) A) + beta * KL_t,  r_t = exp(logp - old_logp)
-    where old_logp is what the sampler recorded. The sum over real tokens is divided by
-    `batch_tokens`, the completion tokens of the whole batch, so gradient accumulation over
-    micro-batches gives the same gradient as one big batch (token-level aggregation, as DAPO).
+        loss_t = -w_t min(r_t A, clip(r_t, 1 - eps_low, 1 + eps_high) A) + beta KL_t - c H_t
+        r_t = exp(logp - old_logp)
+
+    old_logp is the policy the update starts from: the sampler's recorded log-probs, or the
+    trainer's own when `is_weights` w_t (`truncated_is_weights`) correct for a stale sampler.
+    Asymmetric eps_low / eps_high follow DAPO ("clip-higher"). `weights` ([N, T], from
+    `token_weights`) is 0 on padding and sets the aggregation, so prompt and padding tokens
+    never count. advantages: [N]; everything else [N, T].
     """
-    mask = mask.to(logp.dtype)  # [N, T]
+    real = weights > 0  # [N, T]
     ratio = torch.exp(logp - old_logp)  # [N, T]
     adv = advantages.unsqueeze(1)  # [N, 1]
     unclipped = ratio * adv  # [N, T]
-    clipped = ratio.clamp(1.0 - clip_eps, 1.0 + clip_eps) * adv  # [N, T]
+    clipped = ratio.clamp(1.0 - eps_low, 1.0 + eps_high) * adv  # [N, T]
     pg = -torch.minimum(unclipped, clipped)  # [N, T]
+    if is_weights is not None:
+        pg = pg * is_weights
     kl = kl_per_token(logp, ref_logp, estimator)  # [N, T]
     per_token = pg + kl_coef * kl  # [N, T]
-    loss = (per_token * mask).sum() / batch_tokens
-    real = mask > 0
+    if entropy is not None and entropy_coef:
+        per_token = per_token - entropy_coef * entropy
+    loss = (per_token * weights).sum()
+    mask = real.to(logp.dtype)  # [N, T]
     with torch.no_grad():
         was_clipped = (clipped < unclipped) & real  # the clip changed the objective
         return LossParts(
@@ -106,5 +225,8 @@ def clipped_policy_loss(
             kl_sum=(kl * mask).sum().detach(),
             kl_max=kl[real].max().detach() if real.any() else torch.zeros(()),
             clipped=was_clipped.sum(),
+            ratio_sum=(ratio * mask).sum().detach(),
             ratio_max=ratio[real].max().detach() if real.any() else torch.ones(()),
+            entropy_sum=(entropy.detach() * mask).sum() if entropy is not None else torch.zeros(()),
+            tokens=mask.sum(),
         )

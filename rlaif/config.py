@@ -125,24 +125,88 @@ class RustConfig:
 @dataclass(frozen=True)
 class TrainerConfig:
     max_steps: int = _opt(8, "Policy updates to run.", min=1)
-    tasks_per_step: int = _opt(2, "Tasks (prompts) per step.", min=1)
+    tasks_per_step: int = _opt(
+        2, "Tasks (prompts) per step; with N processes, a multiple of N (whole groups each).", min=1
+    )
     samples_per_prompt: int = _opt(4, "Completions per task (the group whitened together).", min=1)
-    learning_rate: float = _opt(5e-6, "AdamW learning rate (constant).", min=0.0)
+    advantage_mode: Literal["std", "no_std", "rloo", "robust"] = _opt(
+        "std",
+        "Per-group baseline: `std` (r - mean) / (std + eps) as TRL; `no_std` r - mean (Dr. GRPO, "
+        "pair with loss_aggregation: constant); `rloo` leave-one-out mean; `robust` "
+        "tanh(z / 2.5) with z scaled by 1.4826 MAD (the RLAIF seed).",
+    )
+    whiten_eps: float = _opt(1e-4, "Added to a group's reward std before dividing.", min=0.0)
+    batch_normalize: bool = _opt(
+        False, "Also whiten advantages across the batch (groups with zero variance stay 0)."
+    )
+    learning_rate: float = _opt(5e-6, "AdamW peak learning rate.", min=0.0)
+    lr_schedule: Literal["constant", "cosine"] = _opt(
+        "cosine", "After warmup: keep the peak, or cosine-decay to min_lr_ratio at the last step."
+    )
+    warmup_steps: int = _opt(0, "Optimizer steps of linear warmup to the peak rate.", min=0)
+    min_lr_ratio: float = _opt(
+        0.1, "Cosine schedule's final rate as a fraction of the peak.", min=0.0, max=1.0
+    )
     weight_decay: float = _opt(0.0, "AdamW weight decay.", min=0.0)
     max_grad_norm: float = _opt(1.0, "Gradient clipping norm; 0 disables clipping.", min=0.0)
+    epochs: int = _opt(1, "Passes over each step's samples.", min=1)
+    minibatches: int = _opt(
+        1, "Optimizer steps per epoch: the step's samples split into this many minibatches.", min=1
+    )
     micro_batch_size: int = _opt(
         4, "Sequences per forward/backward pass (gradients accumulate).", min=1
     )
-    clip_eps: float = _opt(0.2, "PPO ratio clip range [1 - eps, 1 + eps].", min=0.0, max=1.0)
-    whiten_eps: float = _opt(1e-4, "Added to a group's reward std before dividing.", min=0.0)
+    clip_eps_low: float = _opt(
+        0.2, "PPO clip: the ratio's lower bound is 1 - clip_eps_low.", min=0.0, max=1.0
+    )
+    clip_eps_high: float = _opt(
+        0.2, "PPO clip: the ratio's upper bound is 1 + clip_eps_high (DAPO uses 0.28).", min=0.0
+    )
+    loss_aggregation: Literal["token", "sequence", "constant"] = _opt(
+        "token",
+        "Average the loss over all completion tokens (`token`, DAPO), per sequence then over "
+        "sequences (`sequence`, GRPO), or divide by sequences x max_new_tokens (`constant`, "
+        "Dr. GRPO).",
+    )
+    is_cap: float = _opt(
+        2.0,
+        "Truncated importance sampling for samples from an older policy: weight "
+        "min(exp(logp_trainer - logp_sampler), is_cap); 0 turns it off.",
+        min=0.0,
+    )
+    entropy_coef: float = _opt(0.0, "Entropy bonus: subtracts coef x per-token entropy.", min=0.0)
+    lora_r: int = _opt(0, "LoRA rank (needs `pip install peft`); 0 trains every weight.", min=0)
+    lora_alpha: float = _opt(16.0, "LoRA scaling alpha (the update is scaled by alpha / r).")
+    lora_dropout: float = _opt(
+        0.0,
+        "Dropout on the LoRA path during the update (it makes the ratio noisy).",
+        min=0.0,
+        max=1.0,
+    )
+    lora_target_modules: str = _opt(
+        "all-linear", "Comma-separated module names to adapt (e.g. q_proj,v_proj) or all-linear."
+    )
 
 
 @dataclass(frozen=True)
 class KLConfig:
-    coef: float = _opt(0.05, "KL penalty coefficient (beta) to the frozen reference.", min=0.0)
+    coef: float = _opt(
+        0.05, "Initial KL penalty coefficient (beta) to the frozen reference.", min=0.0
+    )
     estimator: Literal["k1", "k2", "k3"] = _opt(
         "k3", "Per-token KL estimator: k1, k2 or k3 (Schulman 2020; k3 is unbiased and >= 0)."
     )
+    controller: Literal["fixed", "adaptive", "ema"] = _opt(
+        "fixed",
+        "How beta moves: `fixed`; `adaptive` (Ziegler 2019: beta *= 1 + clip(kl/target - 1, "
+        "+-0.2) n/horizon); `ema` (the RLAIF seed: beta *= exp(gain (kl_ema - target)), "
+        "clamped to [0.01, 1]).",
+    )
+    target: float = _opt(0.02, "KL per completion token the controllers aim at.", min=1e-9)
+    horizon: float = _opt(
+        10000.0, "Adaptive controller's horizon, in samples (Ziegler: 10000).", min=1.0
+    )
+    gain: float = _opt(1.0, "EMA controller's gain on (kl_ema - target).", min=0.0)
 
 
 @dataclass(frozen=True)
@@ -384,6 +448,11 @@ def _cross_checks(c: Config) -> list[tuple[str, str]]:
     if c.trainer.samples_per_prompt < 2:
         problems.append(
             ("trainer.samples_per_prompt", "whitening needs at least 2 samples per prompt")
+        )
+    per_step = c.trainer.tasks_per_step * c.trainer.samples_per_prompt
+    if c.trainer.minibatches > per_step:
+        problems.append(
+            ("trainer.minibatches", f"more minibatches than the {per_step} samples of a step")
         )
     if c.teacher.provider == "openai-compatible" and not c.teacher.base_url:
         problems.append(("teacher.base_url", "the openai-compatible provider needs a base_url"))

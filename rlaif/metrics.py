@@ -97,21 +97,31 @@ class RunLogger:
         with (self.run_dir / "metrics.jsonl").open("a") as f:
             f.write(json.dumps({c: row.get(c) for c in self._columns}, allow_nan=True) + "\n")
 
-    def log_samples(self, step: int, scored: list[Scored], advantages: list[float]) -> None:
+    def log_samples(
+        self,
+        step: int,
+        scored: list[Scored],
+        advantages: list[float],
+        processes: list[int] | None = None,
+    ) -> None:
+        """`processes`: which training process generated each sample (all 0 when None)."""
         if not self.write_samples:
             return
+        processes = processes or [0] * len(scored)
         with (self.run_dir / "samples.jsonl").open("a") as f:
-            for item, advantage in zip(scored, advantages, strict=True):
-                f.write(json.dumps(sample_record(step, item, advantage), allow_nan=True) + "\n")
+            for item, advantage, process in zip(scored, advantages, processes, strict=True):
+                record = sample_record(step, item, advantage, process)
+                f.write(json.dumps(record, allow_nan=True) + "\n")
 
 
-def sample_record(step: int, s: Scored, advantage: float) -> dict:
+def sample_record(step: int, s: Scored, advantage: float, process: int = 0) -> dict:
     """One line of samples.jsonl: what the student saw and wrote, and every reward term."""
     rust, judgement = s.rust, s.judgement
     return {
         "step": step,
         "task_id": s.sample.task.id,
         "sample": s.sample.index,
+        "process": process,
         "policy_version": s.sample.policy_version,
         "prompt": s.sample.task.prompt,
         "completion": s.sample.completion,

@@ -6,6 +6,10 @@ Per step: pick tasks -> generate (worker thread) -> score (rustc jobs and teache
 is generated, so rustc and the teacher work while the next chunk is sampled. Generation of the
 next step waits for this step's update: samples are always on-policy here.
 
+Under `accelerate launch` every process runs this loop: it generates and scores its contiguous
+share of the step's tasks (whole groups), all scored samples are gathered so every process
+whitens the same rewards, each trains on its own share, and only the main process writes files.
+
 CPU threads are set deliberately: torch slows down badly when another busy process wants the
 same cores (measured on a 2-core machine: 2 torch threads went from 0.9 s to 7.9 s per step beside
 one, while 1 thread stayed at 1.1 s), so generation uses `pipeline.torch_threads` (default: the
@@ -26,16 +30,16 @@ import torch
 from rich.console import Console
 
 from . import config as config_module
-from .algo import group_advantages
+from .algo import batch_normalize, group_advantages
 from .checkpoint import save_checkpoint
-from .config import Config
+from .config import Config, ConfigError
 from .curriculum import TaskSampler
 from .metrics import RunLogger, StepProgress, score_metrics
 from .rust import RustJudge, Toolchain
 from .scoring import Scorer
 from .student import Generator, load_student, pick_device, pick_dtype, resolve_source
 from .teacher import Teacher
-from .trainer import Trainer, make_accelerator
+from .trainer import Trainer, from_main, gather_lists, make_accelerator, process_share
 from .types import Sample, Scored, Task
 
 
@@ -52,8 +56,8 @@ class ThreadPolicy:
     alone: int
 
     @classmethod
-    def for_config(cls, config: Config) -> ThreadPolicy:
-        cores = cpu_count()
+    def for_config(cls, config: Config, processes: int = 1) -> ThreadPolicy:
+        cores = max(1, cpu_count() // processes)  # processes on this machine share its cores
         beside = config.pipeline.torch_threads or max(1, cores - rust_concurrency(config))
         return cls(beside_rustc=beside, alone=cores)
 
@@ -91,50 +95,72 @@ class Run:
         teacher: Teacher | None,
         run_dir: Path,
         console: Console,
+        accelerator=None,
     ):
+        """`accelerator`: this process's (from `make_accelerator`); made here when None.
+
+        With several processes (`accelerate launch`), every process samples the same tasks
+        (same seed), generates and scores its contiguous share of them, and trains on its own
+        samples; only the main process writes files.
+        """
         self.config = config
         self.run_dir = run_dir
-        self.threads = ThreadPolicy.for_config(config)
+        acc = accelerator or make_accelerator(pick_device(config.student.device))
+        self.is_main = acc.is_main_process
+        self.threads = ThreadPolicy.for_config(config, local_processes(acc.num_processes))
         rust_jobs = rust_concurrency(config)
 
-        torch.manual_seed(config.run.seed)
-        device = pick_device(config.student.device)
+        # Seeded per process, so processes do not draw the same random numbers for sampling.
+        torch.manual_seed(config.run.seed + acc.process_index)
+        device = acc.device
         dtype = pick_dtype(config.student.dtype, device)
         model, self.tokenizer = load_student(config.student, device, dtype)
-        self.trainer = Trainer(model, config, make_accelerator(device))
+        self.trainer = Trainer(model, config, acc)
         self.generator = Generator(self.trainer.policy, self.tokenizer, config.student)
         self.scorer = Scorer(RustJudge(toolchain, config.rust, rust_jobs), teacher, config.rewards)
         self.sampler = TaskSampler(tasks, config.curriculum.shuffle, config.run.seed)
-        self.logger = RunLogger(run_dir, config.logging.samples)
+        self.logger = RunLogger(run_dir, config.logging.samples) if self.is_main else None
         params = sum(p.numel() for p in model.parameters())
         console.print(
             f"student: {config.student.model} ({params / 1e6:.1f}M params, {dtype}, "
             f"{self.trainer.accelerator.device}); rustc jobs: {rust_jobs}; torch threads: "
             f"{self.threads.beside_rustc} beside rustc, {self.threads.alone} alone"
+            + (f"; processes: {acc.num_processes}" if acc.num_processes > 1 else "")
         )
 
     async def step(self, iteration: int) -> dict[str, float]:
         cfg = self.config.trainer
         started = time.perf_counter()
         tasks = self.sampler.next(cfg.tasks_per_step)
-        scored, timings = await generate_and_score(
+        acc = self.trainer.accelerator
+        mine, first_task = process_share(tasks, acc)  # whole tasks: a group is never split
+        local, timings = await generate_and_score(
             self.generator,
             self.scorer,
-            tasks,
+            mine,
             cfg.samples_per_prompt,
             self.trainer.version,
             self.config.student.generate_batch_size,
             self.threads,
         )
+        # Every process sees every reward before whitening (and the curriculum sees them all).
+        scored = gather_lists(local, acc)
+        processes = [i // len(local) for i in range(len(scored))]
 
         rewards = _reward_tensor(scored, cfg.tasks_per_step, cfg.samples_per_prompt)  # [B, G, S]
-        advantages, zero_std = group_advantages(rewards, cfg.whiten_eps)  # [B, G], [B]
+        advantages, zero_std = group_advantages(
+            rewards, cfg.whiten_eps, cfg.advantage_mode
+        )  # [B, G], [B]
+        if cfg.batch_normalize:
+            advantages = batch_normalize(advantages, zero_std, cfg.whiten_eps)  # [B, G]
         flat_adv = advantages.flatten().tolist()
+        first = first_task * cfg.samples_per_prompt
+        local_adv = flat_adv[first : first + len(local)]
 
         train_start = time.perf_counter()
         torch.set_num_threads(self.threads.alone)  # nothing else runs during the update
         stats = await anyio.to_thread.run_sync(
-            self.trainer.update, [s.sample for s in scored], flat_adv
+            self.trainer.update, [s.sample for s in local], local_adv
         )
         train_seconds = time.perf_counter() - train_start
 
@@ -146,13 +172,15 @@ class Run:
             train_seconds=train_seconds,
             step_seconds=time.perf_counter() - started,
         )
-        self.logger.log_step(row)
-        self.logger.log_samples(iteration, scored, flat_adv)
+        if self.logger is not None:
+            self.logger.log_step(row)
+            self.logger.log_samples(iteration, scored, flat_adv, processes)
         return row
 
     def save(self, step: int) -> Path:
         state = {"policy_version": self.trainer.version, "sampler": self.sampler.state()}
-        return save_checkpoint(self.run_dir, step, self.trainer.policy, self.tokenizer, state)
+        model = self.trainer.export_model()  # with LoRA: the adapters merged into a copy
+        return save_checkpoint(self.run_dir, step, model, self.tokenizer, state)
 
 
 async def generate_and_score(
@@ -206,6 +234,11 @@ async def generate_and_score(
     return scored, {"gen": gen_seconds, "score": max(0.0, score_window[1] - score_window[0])}
 
 
+def local_processes(world: int) -> int:
+    """Processes on this machine (torchrun / accelerate set LOCAL_WORLD_SIZE)."""
+    return int(os.environ.get("LOCAL_WORLD_SIZE", world))
+
+
 def _reward_tensor(scored: list[Scored], tasks: int, group: int) -> torch.Tensor:
     """[B, G, S] rewards by judge; a judge that is off for the whole run has no column."""
     sources = sorted({name for s in scored for name in s.sources})
@@ -220,13 +253,37 @@ async def train(
     teacher: Teacher | None,
     console: Console,
 ) -> Path:
-    """Run `trainer.max_steps` steps and save the final checkpoint; returns the run directory."""
+    """Run `trainer.max_steps` steps and save the final checkpoint; returns the run directory.
+
+    Under `accelerate launch` every process runs this; only the main process makes the run
+    directory, prints and writes files, and the others learn its name from it.
+    """
     resolve_source(config.student.model)  # a missing model fails before a run dir is made
-    run_dir = make_run_dir(config)
-    config_module.save(config, run_dir / "config.yaml")
+    accelerator = make_accelerator(pick_device(config.student.device))
+    world = accelerator.num_processes
+    if config.trainer.tasks_per_step % world:
+        raise ConfigError(
+            f"trainer.tasks_per_step={config.trainer.tasks_per_step}: with {world} processes it "
+            f"must be a multiple of {world} (each process takes whole tasks)"
+        )
+    main = accelerator.is_main_process
+    if not main:
+        console = Console(quiet=True)
+    made: tuple[str | None, str | None] = (None, None)
+    if main:
+        try:
+            made = (str(make_run_dir(config)), None)
+        except FileExistsError as exc:
+            made = (None, str(exc))
+    path, problem = from_main(made, accelerator)
+    if problem is not None:
+        raise FileExistsError(problem)
+    run_dir = Path(path)
+    if main:
+        config_module.save(config, run_dir / "config.yaml")
     console.print(f"run: {run_dir}")
     run = await anyio.to_thread.run_sync(
-        lambda: Run(config, tasks, toolchain, teacher, run_dir, console)
+        lambda: Run(config, tasks, toolchain, teacher, run_dir, console, accelerator)
     )
     steps = config.trainer.max_steps
     try:
@@ -236,8 +293,10 @@ async def train(
     finally:
         if teacher is not None:
             await teacher.aclose()
-    checkpoint = await anyio.to_thread.run_sync(run.save, steps)
-    console.print(
-        f"done: {steps} steps; metrics in {run_dir / 'metrics.csv'}; model in {checkpoint}"
-    )
+    if main:
+        checkpoint = await anyio.to_thread.run_sync(run.save, steps)
+        console.print(
+            f"done: {steps} steps; metrics in {run_dir / 'metrics.csv'}; model in {checkpoint}"
+        )
+    accelerator.wait_for_everyone()
     return run_dir

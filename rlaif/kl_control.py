@@ -1,0 +1,92 @@
+"""Controllers of the KL coefficient beta: fixed, adaptive (Ziegler et al.) and the seed's EMA rule.
+
+Pure and stateful: `value` is the beta to use for the next update, `update(kl, n)` takes the KL
+that update measured (mean per completion token) and the number of samples it used. Each
+controller's state is a small dict (`state_dict` / `load_state_dict`) so a resumed run continues
+with the same beta.
+
+  fixed     beta never changes.
+  adaptive  Ziegler et al. 2019 ("Fine-Tuning Language Models from Human Preferences"; as in
+            OpenRLHF's kl_controller.py and verl's core_algos.py):
+            e = clip(KL / target - 1, -0.2, 0.2); beta <- beta * (1 + e * n / horizon),
+            with n the samples in the update, so `horizon` is measured in samples.
+  ema       the Python RLAIF seed: kl_ema <- 0.9 kl_ema + 0.1 KL (from 0);
+            beta <- clamp(beta * exp(gain * (kl_ema - target)), 0.01, 1.0).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Protocol
+
+from .config import KLConfig
+
+ADAPTIVE_CLIP = 0.2  # Ziegler's bound on the proportional error
+EMA_DECAY = 0.9
+EMA_BETA_MIN, EMA_BETA_MAX = 0.01, 1.0  # the seed's clamp
+
+
+class KLController(Protocol):
+    value: float
+
+    def update(self, kl: float, n_samples: int) -> None: ...
+    def state_dict(self) -> dict[str, float]: ...
+    def load_state_dict(self, state: dict[str, float]) -> None: ...
+
+
+class FixedKL:
+    def __init__(self, coef: float):
+        self.value = coef
+
+    def update(self, kl: float, n_samples: int) -> None:
+        pass
+
+    def state_dict(self) -> dict[str, float]:
+        return {"value": self.value}
+
+    def load_state_dict(self, state: dict[str, float]) -> None:
+        self.value = float(state["value"])
+
+
+class AdaptiveKL:
+    def __init__(self, coef: float, target: float, horizon: float):
+        self.value, self.target, self.horizon = coef, target, horizon
+
+    def update(self, kl: float, n_samples: int) -> None:
+        if math.isnan(kl):  # nothing was measured: keep beta rather than poison it
+            return
+        error = min(max(kl / self.target - 1.0, -ADAPTIVE_CLIP), ADAPTIVE_CLIP)
+        self.value *= 1.0 + error * n_samples / self.horizon
+
+    def state_dict(self) -> dict[str, float]:
+        return {"value": self.value}
+
+    def load_state_dict(self, state: dict[str, float]) -> None:
+        self.value = float(state["value"])
+
+
+class EmaKL:
+    def __init__(self, coef: float, target: float, gain: float):
+        self.value, self.target, self.gain = coef, target, gain
+        self.kl_ema = 0.0
+
+    def update(self, kl: float, n_samples: int) -> None:
+        if math.isnan(kl):
+            return
+        self.kl_ema = EMA_DECAY * self.kl_ema + (1.0 - EMA_DECAY) * kl
+        beta = self.value * math.exp(self.gain * (self.kl_ema - self.target))
+        self.value = min(max(beta, EMA_BETA_MIN), EMA_BETA_MAX)
+
+    def state_dict(self) -> dict[str, float]:
+        return {"value": self.value, "kl_ema": self.kl_ema}
+
+    def load_state_dict(self, state: dict[str, float]) -> None:
+        self.value, self.kl_ema = float(state["value"]), float(state["kl_ema"])
+
+
+def make_kl_controller(config: KLConfig) -> KLController:
+    if config.controller == "adaptive":
+        return AdaptiveKL(config.coef, config.target, config.horizon)
+    if config.controller == "ema":
+        return EmaKL(config.coef, config.target, config.gain)
+    return FixedKL(config.coef)
