@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 import os
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -29,7 +30,7 @@ from . import config as config_module
 from .algo import group_advantages
 from .checkpoint import save_checkpoint
 from .config import Config
-from .curriculum import TaskSampler
+from .curriculum import CurriculumSampler, is_zero_variance, sample_success
 from .metrics import RunLogger, StepProgress, score_metrics
 from .rust import RustJudge, Toolchain
 from .scoring import Scorer
@@ -104,7 +105,7 @@ class Run:
         self.trainer = Trainer(model, config, make_accelerator(device))
         self.generator = Generator(self.trainer.policy, self.tokenizer, config.student)
         self.scorer = Scorer(RustJudge(toolchain, config.rust, rust_jobs), teacher, config.rewards)
-        self.sampler = TaskSampler(tasks, config.curriculum.shuffle, config.run.seed)
+        self.sampler = CurriculumSampler(tasks, config.curriculum, config.run.seed)
         self.logger = RunLogger(run_dir, config.logging.samples)
         params = sum(p.numel() for p in model.parameters())
         console.print(
@@ -116,15 +117,35 @@ class Run:
     async def step(self, iteration: int) -> dict[str, float]:
         cfg = self.config.trainer
         started = time.perf_counter()
-        tasks = self.sampler.next(cfg.tasks_per_step)
-        scored, timings = await generate_and_score(
-            self.generator,
-            self.scorer,
-            tasks,
-            cfg.samples_per_prompt,
-            self.trainer.version,
-            self.config.student.generate_batch_size,
-            self.threads,
+        timings = {"gen": 0.0, "score": 0.0}
+
+        async def groups_of(tasks: list[Task]) -> list[list[Scored]]:
+            scored, spent = await generate_and_score(
+                self.generator,
+                self.scorer,
+                tasks,
+                cfg.samples_per_prompt,
+                self.trainer.version,
+                self.config.student.generate_batch_size,
+                self.threads,
+            )
+            timings.update({k: timings[k] + spent[k] for k in timings})
+            g = cfg.samples_per_prompt
+            return [scored[i * g : (i + 1) * g] for i in range(len(tasks))]
+
+        groups, dropped = await replace_zero_variance(
+            await groups_of(self.sampler.next(cfg.tasks_per_step)),
+            self.sampler,
+            groups_of,
+            cfg.whiten_eps,
+            self.config.curriculum.max_replacements,
+        )
+        scored = [s for group in groups for s in group]
+        self.sampler.update(
+            [
+                (g[0].sample.task.id, [sample_success(s, self.config.curriculum) for s in g])
+                for g in groups + dropped
+            ]
         )
 
         rewards = _reward_tensor(scored, cfg.tasks_per_step, cfg.samples_per_prompt)  # [B, G, S]
@@ -139,6 +160,7 @@ class Run:
         train_seconds = time.perf_counter() - train_start
 
         row = {"iteration": iteration, **score_metrics(scored), **stats}
+        row.update(self.sampler.metrics(), curriculum_replaced=len(dropped))
         row.update(
             frac_zero_std=zero_std.float().mean().item(),
             gen_seconds=timings["gen"],
@@ -204,6 +226,33 @@ async def generate_and_score(
                 tg.start_soon(score, index, group)
     scored = [item for group in results for item in group]
     return scored, {"gen": gen_seconds, "score": max(0.0, score_window[1] - score_window[0])}
+
+
+async def replace_zero_variance(
+    groups: list[list[Scored]],
+    sampler: CurriculumSampler,
+    score: Callable[[list[Task]], Awaitable[list[list[Scored]]]],
+    eps: float,
+    budget: int,
+) -> tuple[list[list[Scored]], list[list[Scored]]]:
+    """Dynamic sampling (DAPO, Yu et al. 2025): swap each group whose rewards are all equal for a
+    fresh task's group, at most `budget` fresh groups a step, while the sampler has fresh tasks.
+
+    A fresh group may be uninformative too; it is then swapped again while budget remains.
+    Returns (the batch, same size and order, and the groups swapped out of it).
+    """
+    groups, dropped, spent = list(groups), [], 0
+    while spent < budget:
+        flat = [i for i, g in enumerate(groups) if is_zero_variance([s.reward for s in g], eps)]
+        fresh = sampler.replacements(min(len(flat), budget - spent)) if flat else []
+        if not fresh:
+            break
+        spent += len(fresh)
+        # Fresh tasks may be fewer than the uninformative groups: the first ones are swapped.
+        for i, group in zip(flat[: len(fresh)], await score(fresh), strict=True):
+            dropped.append(groups[i])
+            groups[i] = group
+    return groups, dropped
 
 
 def _reward_tensor(scored: list[Scored], tasks: int, group: int) -> torch.Tensor:
