@@ -4,7 +4,9 @@ Per step: pick tasks -> generate (worker thread) -> score (rustc jobs and teache
 -> advantages -> update (worker thread) -> metrics. Generation runs in chunks of whole groups
 (`student.generate_batch_size` sequences); each task's group goes to scoring the moment its chunk
 is generated, so rustc and the teacher work while the next chunk is sampled. Generation of the
-next step waits for this step's update: samples are always on-policy here.
+next step waits for this step's update: samples are always on-policy here. With dynamic sampling
+on (`curriculum.max_replacements`), groups whose rewards are all equal are swapped for fresh
+tasks' groups before the update (`replace_zero_variance`); the curriculum learns from every group.
 
 CPU threads are set deliberately: torch slows down badly when another busy process wants the
 same cores (measured on a 2-core machine: 2 torch threads went from 0.9 s to 7.9 s per step beside
