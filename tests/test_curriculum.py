@@ -149,6 +149,25 @@ def test_disabled_curriculum_visits_every_task_before_repeating_one():
     assert sampler.stage == 0
 
 
+def test_an_empty_bucket_borrows_from_the_next_harder_one_first():
+    tasks = [task("e", "easy"), task("m", "medium"), task("h1", "hard"), task("h2", "hard")]
+    sampler = CurriculumSampler(tasks, CurriculumConfig(shuffle=False, task_ema=1.0), seed=0)
+    # Stage 0 (easy). A failed group moves `e` to EMA 0 (weight 1): hard. The easy bucket is
+    # empty, so stage 0 draws from medium first, then hard (the easier side would come last).
+    assert [t.id for t in sampler.next(1)] == ["e"]
+    sampler.update([("e", outcome(0.0))])
+    assert sampler.bucket(0) == "hard"
+    assert [t.id for t in sampler.next(3)] == ["m", "h1", "h2"]
+    # m stays medium (EMA 0.5), h1 and h2 stay hard (EMA 0). Every task has been drawn once:
+    # medium gives m, then hard gives e, h1, h2 (tied, file order); a step larger than the task
+    # set then repeats the least drawn task (all tied at 2: e, first in the file) rather than
+    # coming up short.
+    sampler.update([("m", outcome(0.5)), ("h1", outcome(0.0)), ("h2", outcome(0.0))])
+    assert [t.id for t in sampler.next(5)] == ["m", "e", "h1", "h2", "e"]
+    # replacements never repeat a task within a step: none left here.
+    assert sampler.replacements(2) == []
+
+
 def drive(sampler: CurriculumSampler, steps: int, n: int = 3) -> list[list[str]]:
     """Draw `steps` batches, reporting outcomes that depend only on the task and the step."""
     batches = []
