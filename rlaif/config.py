@@ -211,7 +211,58 @@ class KLConfig:
 
 @dataclass(frozen=True)
 class CurriculumConfig:
-    shuffle: bool = _opt(True, "Visit training tasks in a seeded random order (else file order).")
+    """Difficulty buckets and promotion; bucket thresholds follow the Python RLAIF seed."""
+
+    shuffle: bool = _opt(
+        True,
+        "Break ties between equally often drawn tasks in a seeded random order (else file order).",
+    )
+    enabled: bool = _opt(
+        True,
+        "Draw from difficulty buckets, easiest first, moving on as the student succeeds; false "
+        "draws from all tasks alike, each as often as the others.",
+    )
+    success: Literal["tests", "compiles", "reward"] = _opt(
+        "compiles",
+        "A sample's success, for pass rates: all hidden tests pass, the code compiles, or its "
+        "reward reaches `reward_threshold`. `compiles`: a small student passes tests under 1% of "
+        "the time, so a curriculum keyed on tests would never move.",
+    )
+    reward_threshold: float = _opt(
+        23.0,
+        "With success=reward: the least reward that counts (23 = parse + compile + no errors).",
+    )
+    task_ema: float = _opt(
+        0.3,
+        "Weight of a task's newest pass rate in its EMA; 0 keeps each task in its labelled bucket.",
+        min=0.0,
+        max=1.0,
+    )
+    hard_below: float = _opt(
+        0.3, "A task whose pass-rate EMA is below this is in the hard bucket.", min=0.0, max=1.0
+    )
+    easy_from: float = _opt(
+        0.7, "At or above this it is easy; in between, medium.", min=0.0, max=1.0
+    )
+    promote_at: float = _opt(
+        0.5,
+        "Move on to the next bucket when the success EMA of the current one reaches this.",
+        min=0.0,
+        max=1.0,
+    )
+    stage_ema: float = _opt(
+        0.3, "Weight of the newest step in the current bucket's success EMA.", min=0.01, max=1.0
+    )
+    min_stage_steps: int = _opt(3, "Steps spent in a bucket before moving on.", min=1)
+    review_share: float = _opt(
+        0.25, "Share of each batch drawn from easier buckets once moved on.", min=0.0, max=1.0
+    )
+    max_replacements: int = _opt(
+        0,
+        "Dynamic sampling (DAPO): fresh task groups per step that may replace groups whose "
+        "rewards are all equal (each costs a group's generation and scoring); 0 turns it off.",
+        min=0,
+    )
 
 
 @dataclass(frozen=True)
@@ -456,6 +507,8 @@ def _cross_checks(c: Config) -> list[tuple[str, str]]:
         )
     if c.teacher.provider == "openai-compatible" and not c.teacher.base_url:
         problems.append(("teacher.base_url", "the openai-compatible provider needs a base_url"))
+    if c.curriculum.hard_below >= c.curriculum.easy_from:
+        problems.append(("curriculum.hard_below", "must be below curriculum.easy_from"))
     if c.teacher.provider != "none" and not c.teacher.api_key_env:
         problems.append(("teacher.api_key_env", "name the environment variable holding the key"))
     return problems

@@ -4,7 +4,9 @@ Per step: pick tasks -> generate (worker thread) -> score (rustc jobs and teache
 -> advantages -> update (worker thread) -> metrics. Generation runs in chunks of whole groups
 (`student.generate_batch_size` sequences); each task's group goes to scoring the moment its chunk
 is generated, so rustc and the teacher work while the next chunk is sampled. Generation of the
-next step waits for this step's update: samples are always on-policy here.
+next step waits for this step's update: samples are always on-policy here. With dynamic sampling
+on (`curriculum.max_replacements`), groups whose rewards are all equal are swapped for fresh
+tasks' groups before the update (`replace_zero_variance`); the curriculum learns from every group.
 
 Under `accelerate launch` every process runs this loop: it generates and scores its contiguous
 share of the step's tasks (whole groups), all scored samples are gathered so every process
@@ -21,6 +23,7 @@ from __future__ import annotations
 import math
 import os
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -33,13 +36,20 @@ from . import config as config_module
 from .algo import batch_normalize, group_advantages
 from .checkpoint import save_checkpoint
 from .config import Config, ConfigError
-from .curriculum import TaskSampler
+from .curriculum import CurriculumSampler, is_zero_variance, sample_success
 from .metrics import RunLogger, StepProgress, score_metrics
 from .rust import RustJudge, Toolchain
 from .scoring import Scorer
 from .student import Generator, load_student, pick_device, pick_dtype, resolve_source
 from .teacher import Teacher
-from .trainer import Trainer, from_main, gather_lists, make_accelerator, process_share
+from .trainer import (
+    Trainer,
+    from_main,
+    gather_lists,
+    make_accelerator,
+    process_share,
+    share_bounds,
+)
 from .types import Sample, Scored, Task
 
 
@@ -118,7 +128,9 @@ class Run:
         self.trainer = Trainer(model, config, acc)
         self.generator = Generator(self.trainer.policy, self.tokenizer, config.student)
         self.scorer = Scorer(RustJudge(toolchain, config.rust, rust_jobs), teacher, config.rewards)
-        self.sampler = TaskSampler(tasks, config.curriculum.shuffle, config.run.seed)
+        # Every process holds the same sampler and feeds it the same gathered results, so all
+        # of them draw the same tasks each step.
+        self.sampler = CurriculumSampler(tasks, config.curriculum, config.run.seed)
         self.logger = RunLogger(run_dir, config.logging.samples) if self.is_main else None
         params = sum(p.numel() for p in model.parameters())
         console.print(
@@ -131,21 +143,47 @@ class Run:
     async def step(self, iteration: int) -> dict[str, float]:
         cfg = self.config.trainer
         started = time.perf_counter()
-        tasks = self.sampler.next(cfg.tasks_per_step)
         acc = self.trainer.accelerator
-        mine, first_task = process_share(tasks, acc)  # whole tasks: a group is never split
-        local, timings = await generate_and_score(
-            self.generator,
-            self.scorer,
-            mine,
-            cfg.samples_per_prompt,
-            self.trainer.version,
-            self.config.student.generate_batch_size,
-            self.threads,
+        timings = {"gen": 0.0, "score": 0.0}
+        made_by: dict[int, int] = {}  # id(group) -> the process that generated it
+
+        async def groups_of(tasks: list[Task]) -> list[list[Scored]]:
+            """Each process generates and scores its share of whole tasks; all get all groups."""
+            mine, _ = process_share(tasks, acc)
+            local, spent = await generate_and_score(
+                self.generator,
+                self.scorer,
+                mine,
+                cfg.samples_per_prompt,
+                self.trainer.version,
+                self.config.student.generate_batch_size,
+                self.threads,
+            )
+            timings.update({k: timings[k] + spent[k] for k in timings})
+            gathered = gather_lists(local, acc)  # process order = task order
+            g = cfg.samples_per_prompt
+            groups = [gathered[i * g : (i + 1) * g] for i in range(len(tasks))]
+            for process in range(acc.num_processes):
+                first, end = share_bounds(len(tasks), acc.num_processes, process)
+                made_by.update({id(group): process for group in groups[first:end]})
+            return groups
+
+        groups, dropped = await replace_zero_variance(
+            await groups_of(self.sampler.next(cfg.tasks_per_step)),
+            self.sampler,
+            groups_of,
+            cfg.whiten_eps,
+            self.config.curriculum.max_replacements,
         )
-        # Every process sees every reward before whitening (and the curriculum sees them all).
-        scored = gather_lists(local, acc)
-        processes = [i // len(local) for i in range(len(scored))]
+        # Every process sees every reward before whitening, and the curriculum sees them all.
+        self.sampler.update(
+            [
+                (g[0].sample.task.id, [sample_success(s, self.config.curriculum) for s in g])
+                for g in groups + dropped
+            ]
+        )
+        scored = [s for group in groups for s in group]
+        processes = [made_by[id(group)] for group in groups for _ in group]
 
         rewards = _reward_tensor(scored, cfg.tasks_per_step, cfg.samples_per_prompt)  # [B, G, S]
         advantages, zero_std = group_advantages(
@@ -154,7 +192,10 @@ class Run:
         if cfg.batch_normalize:
             advantages = batch_normalize(advantages, zero_std, cfg.whiten_eps)  # [B, G]
         flat_adv = advantages.flatten().tolist()
-        first = first_task * cfg.samples_per_prompt
+        # Each process trains on an equal contiguous share of the batch's groups.
+        train_groups, first_group = process_share(groups, acc)
+        first = first_group * cfg.samples_per_prompt
+        local = [s for group in train_groups for s in group]
         local_adv = flat_adv[first : first + len(local)]
 
         train_start = time.perf_counter()
@@ -165,6 +206,7 @@ class Run:
         train_seconds = time.perf_counter() - train_start
 
         row = {"iteration": iteration, **score_metrics(scored), **stats}
+        row.update(self.sampler.metrics(), curriculum_replaced=len(dropped))
         row.update(
             frac_zero_std=zero_std.float().mean().item(),
             gen_seconds=timings["gen"],
@@ -237,6 +279,33 @@ async def generate_and_score(
 def local_processes(world: int) -> int:
     """Processes on this machine (torchrun / accelerate set LOCAL_WORLD_SIZE)."""
     return int(os.environ.get("LOCAL_WORLD_SIZE", world))
+
+
+async def replace_zero_variance(
+    groups: list[list[Scored]],
+    sampler: CurriculumSampler,
+    score: Callable[[list[Task]], Awaitable[list[list[Scored]]]],
+    eps: float,
+    budget: int,
+) -> tuple[list[list[Scored]], list[list[Scored]]]:
+    """Dynamic sampling (DAPO, Yu et al. 2025): swap each group whose rewards are all equal for a
+    fresh task's group, at most `budget` fresh groups a step, while the sampler has fresh tasks.
+
+    A fresh group may be uninformative too; it is then swapped again while budget remains.
+    Returns (the batch, same size and order, and the groups swapped out of it).
+    """
+    groups, dropped, spent = list(groups), [], 0
+    while spent < budget:
+        flat = [i for i, g in enumerate(groups) if is_zero_variance([s.reward for s in g], eps)]
+        fresh = sampler.replacements(min(len(flat), budget - spent)) if flat else []
+        if not fresh:
+            break
+        spent += len(fresh)
+        # Fresh tasks may be fewer than the uninformative groups: the first ones are swapped.
+        for i, group in zip(flat[: len(fresh)], await score(fresh), strict=True):
+            dropped.append(groups[i])
+            groups[i] = group
+    return groups, dropped
 
 
 def _reward_tensor(scored: list[Scored], tasks: int, group: int) -> torch.Tensor:

@@ -10,6 +10,8 @@ A job runs up to four sandboxed processes (see `sandbox.py`), each in the job's 
    built with `rustc --test`;
 4. test run: the binary, filtered to the hidden tests (tests the student wrote itself do not
    count), under CPU, memory and file-size limits, without network where the OS allows it.
+Tasks in the MultiPL-E format (harness "main") replace steps 3 and 4: the code plus the task's
+`fn main()` of assertions is built as a program and run; it is one test, passed on exit code 0.
 
 Expected failures (syntax errors, failing tests, timeouts) are fields of the returned
 `RustResult`; `sandbox_error` is set only when the harness itself failed, so that the sample is
@@ -31,7 +33,7 @@ import anyio
 
 from .config import RustConfig
 from .sandbox import Limits, ProcessResult, run_sandboxed, scrubbed_env
-from .types import RustResult
+from .types import HARNESSES, RustResult
 
 HIDDEN_TESTS_MODULE = "rlaif_hidden_tests"
 _SUMMARY = re.compile(r"test result: \w+\. (\d+) passed; (\d+) failed")
@@ -81,6 +83,11 @@ def test_program(code: str, tests: str) -> str:
     return f"{code}\n\n#[cfg(test)]\nmod {HIDDEN_TESTS_MODULE} {{\n    use super::*;\n{tests}\n}}\n"
 
 
+def main_harness_program(code: str, tests: str) -> str:
+    """The program a "main"-harness task runs: the code, then the task's `fn main()` of asserts."""
+    return f"{code}\n\n{tests}\n"
+
+
 class RustJudge:
     """Runs rustc jobs, at most `concurrency` at once (cores - 1 by default)."""
 
@@ -90,19 +97,21 @@ class RustJudge:
         self.limiter = anyio.CapacityLimiter(concurrency)
         self._bin_dir = str(Path(toolchain.rustc).parent)
 
-    async def judge(self, code: str, tests: str) -> RustResult:
+    async def judge(self, code: str, tests: str, harness: str = "libtest") -> RustResult:
         if not code.strip():
             return RustResult(log="no code found in the completion")
+        if harness not in HARNESSES:
+            raise ValueError(f"unknown test harness {harness!r} (one of {HARNESSES})")
         async with self.limiter:
             workdir = tempfile.mkdtemp(prefix="rlaif-rust-")
             try:
-                return await self._job(Path(workdir), code, tests)
+                return await self._job(Path(workdir), code, tests, harness)
             except OSError as exc:
                 return RustResult(sandbox_error=f"{type(exc).__name__}: {exc}")
             finally:
                 shutil.rmtree(workdir, ignore_errors=True)
 
-    async def _job(self, workdir: Path, code: str, tests: str) -> RustResult:
+    async def _job(self, workdir: Path, code: str, tests: str, harness: str) -> RustResult:
         seconds = 0.0
         (workdir / "lib.rs").write_text(code)
         check = await self._rustc(workdir, "lib.rs", *CHECK_FLAGS)
@@ -132,6 +141,8 @@ class RustJudge:
             log = "\n".join(d.rendered for d in errors)[-2000:]
             return RustResult(parsed=parse.returncode == 0, seconds=seconds, log=log, **counts)
 
+        if harness == "main":
+            return await self._main_harness(workdir, code, tests, seconds, counts)
         tests_total = len(re.findall(r"#\[test\]", tests))
         if tests_total == 0:
             return RustResult(parsed=True, compiled=True, seconds=seconds, **counts)
@@ -179,6 +190,37 @@ class RustJudge:
             seconds=seconds,
             log=log,
             **counts,
+        )
+
+    async def _main_harness(
+        self, workdir: Path, code: str, tests: str, seconds: float, counts: dict
+    ) -> RustResult:
+        """Build code + `fn main()` as a program and run it: one test, passed on exit code 0."""
+        (workdir / "main.rs").write_text(main_harness_program(code, tests))
+        build = await self._rustc(workdir, "main.rs", "-o", "main", "-A", "warnings")
+        seconds += build.seconds
+        result = dict(parsed=True, compiled=True, tests_total=1, **counts)
+        if build.returncode != 0:
+            log = ("test build: " + build.stderr)[-2000:]
+            return RustResult(timed_out=build.timed_out, seconds=seconds, log=log, **result)
+        run = await run_sandboxed(
+            [str(workdir / "main")],
+            cwd=str(workdir),
+            env=scrubbed_env(str(workdir), RUST_BACKTRACE="0"),
+            timeout_s=self.config.timeout_s,
+            limits=Limits(
+                cpu_s=self.config.test_cpu_s, memory_mb=self.config.test_memory_mb, file_mb=16
+            ),
+            no_network=True,
+        )
+        seconds += run.seconds
+        passed = run.returncode == 0
+        return RustResult(
+            tests_passed=int(passed),
+            timed_out=run.timed_out or run.returncode == -signal.SIGXCPU,
+            seconds=seconds,
+            log="" if passed else (run.stdout + run.stderr)[-2000:],
+            **result,
         )
 
     async def _rustc(

@@ -23,7 +23,7 @@ class Scorer:
         self.weights = weights
 
     async def score_one(self, sample: Sample) -> Scored:
-        rust = await self.rust.judge(sample.code, sample.task.tests)
+        rust = await self.rust.judge(sample.code, sample.task.tests, sample.task.harness)
         if self.teacher is None:
             judgement = Judgement(abstained=TEACHER_OFF)
         else:

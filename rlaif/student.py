@@ -17,7 +17,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, LogitsProcessor, LogitsProcessorList
 
 from .config import StudentConfig
-from .extract import extract_code
+from .extract import code_for_task
 from .types import Sample, Task
 
 TASK_SUFFIX = (
@@ -205,7 +205,7 @@ class Generator:
                     completion_ids=completion_ids,
                     logprobs=logprobs[row, : len(completion_ids)].tolist(),
                     completion=text,
-                    code=extract_code(text),
+                    code=code_for_task(tasks[task_index], text),
                     policy_version=policy_version,
                     finished=end is not None,
                 )

@@ -333,12 +333,17 @@ def apply_lora(model: torch.nn.Module, config: Config) -> torch.nn.Module:
 def process_share(items: list, accelerator: Accelerator) -> tuple[list, int]:
     """This process's contiguous share of `items` and the index of its first item.
 
-    The caller passes whole tasks, so a task's group is never split across processes;
-    `len(items)` must be a multiple of the process count (checked in the pipeline).
+    The caller passes whole tasks, so a task's group is never split across processes. Shares
+    differ by at most one item when `len(items)` is not a multiple of the process count (the
+    step's batch is a multiple, checked in the pipeline; replacement batches need not be).
     """
-    per = len(items) // accelerator.num_processes
-    first = accelerator.process_index * per
-    return items[first : first + per], first
+    first, end = share_bounds(len(items), accelerator.num_processes, accelerator.process_index)
+    return items[first:end], first
+
+
+def share_bounds(n: int, processes: int, index: int) -> tuple[int, int]:
+    """[first, end) of process `index`'s contiguous share of `n` items."""
+    return n * index // processes, n * (index + 1) // processes
 
 
 def gather_lists(items: list, accelerator: Accelerator) -> list:

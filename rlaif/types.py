@@ -28,6 +28,8 @@ class Task:
     source: str = ""  # "file:line" it was read from, for messages
     harness: str = "libtest"  # one of HARNESSES
     prefix: str | None = None  # code a raw completion continues (MultiPL-E's prompt), if any
+    entry_point: str | None = None  # the function a prefix task asks for, e.g. "add"
+    stop_tokens: tuple[str, ...] = ()  # a raw continuation ends at the first of these
 
 
 @dataclass

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from rlaif.extract import extract_code
+from rlaif.extract import code_for_task, extract_code
+from rlaif.types import Task
 
 CASES = [
     ("Here it is:\n```rust\nfn a() {}\n```\nIt works.", "fn a() {}"),
@@ -31,3 +32,49 @@ CASES = [
 @pytest.mark.parametrize(("completion", "code"), CASES)
 def test_extract_code(completion, code):
     assert extract_code(completion) == code
+
+
+# code_for_task: what gets judged for a task that gives a prefix (MultiPL-E) and for one that does
+# not. The prefix ends with the `{` that opens the body, as MultiPL-E's prompts do.
+PREFIX = "/// x plus one\nfn inc(x: i32) -> i32 {\n"
+PREFIXED = Task(
+    id="inc",
+    prompt="Complete inc",
+    tests="fn main() {}",
+    difficulty="easy",
+    harness="main",
+    prefix=PREFIX,
+    entry_point="inc",
+    stop_tokens=("\n}",),
+)
+PLAIN = Task(id="p", prompt="Write inc", tests="#[test] fn t() {}", difficulty="easy")
+
+PREFIX_CASES = [
+    # A raw continuation: cut at the first "\n}" (what follows it is dropped), then closed.
+    ("    x + 1\n}\n\nfn main() { junk", PREFIX + "    x + 1\n}"),
+    # A continuation that stopped before the closing brace (the generator's stop): closed too.
+    ("    x + 1", PREFIX + "    x + 1\n}"),
+    # A fenced whole function (what chat models write): taken as it is, prefix not repeated.
+    (
+        "Sure:\n```rust\nfn inc(x: i32) -> i32 {\n    x + 1\n}\n```\n",
+        "fn inc(x: i32) -> i32 {\n    x + 1\n}",
+    ),
+    # The whole function written raw, without a fence: taken as it is.
+    ("fn inc(x: i32) -> i32 { x + 1 }", "fn inc(x: i32) -> i32 { x + 1 }"),
+    # A fence holding only the body: it continues the prefix.
+    ("```rust\n    x + 1\n}\n```", PREFIX + "x + 1\n}"),
+    # `fn increment` is not `fn inc`: still a continuation of the prefix.
+    ("    increment(x)\n}\nfn increment(x: i32) -> i32 { x + 1 }", PREFIX + "    increment(x)\n}"),
+    ("", ""),
+    ("  \n ", ""),
+]
+
+
+@pytest.mark.parametrize(("completion", "code"), PREFIX_CASES)
+def test_code_for_a_prefix_task(completion, code):
+    assert code_for_task(PREFIXED, completion) == code
+
+
+def test_code_for_a_libtest_task_is_the_extracted_code():
+    for completion, code in CASES:
+        assert code_for_task(PLAIN, completion) == code
