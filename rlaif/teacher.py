@@ -130,6 +130,9 @@ class AnthropicBackend:
     model: str
     max_tokens: int
 
+    def __post_init__(self) -> None:
+        _ = self.client.messages.create  # imported lazily: see OpenAIBackend.__post_init__
+
     async def complete(self, system: str, user: str) -> Completion:
         # No `temperature`: the Messages API of SDK 2.x takes none (sampling is the server's).
         request = self.client.messages.create(
@@ -152,6 +155,12 @@ class OpenAIBackend:
     client: openai.AsyncOpenAI
     model: str
     max_tokens: int
+
+    def __post_init__(self) -> None:
+        # The SDK imports its resource modules on first use (~0.2 s for `chat`): do it now, not
+        # inside the first rate-limited request, where it would hold the first burst back and
+        # bunch it with the requests admitted after it (bench/teacher_rate.py sees that).
+        _ = self.client.chat.completions.create
 
     async def complete(self, system: str, user: str) -> Completion:
         request = self.client.chat.completions.create(
