@@ -117,3 +117,10 @@ def test_anything_else_abstains(text, why):
     assert judgement.abstained is not None and judgement.abstained.startswith(why)
     assert math.isnan(judgement.score)
     assert judgement.scores == {}
+
+
+def test_a_config_with_every_rubric_weight_zero_is_refused():
+    zero = [f"teacher.weight_{c}=0" for c in CRITERIA]
+
+    with pytest.raises(config_module.ConfigError, match="rubric weights must not all be 0"):
+        config_module.load(None, zero)
