@@ -117,7 +117,8 @@ def check_cache(config: Config) -> list[Check]:
 
 async def check_online(config: Config, environ: Mapping[str, str]) -> Check:
     """One request, one attempt: its latency, or its error (the key redacted from any text)."""
-    from .teacher import API_ERRORS, error_kind, make_teacher
+    from .providers import API_ERRORS, error_kind
+    from .teacher import make_teacher
 
     teacher_config = dataclasses.replace(config.teacher, max_tokens=16)
     teacher, status = make_teacher(teacher_config, environ)

@@ -1,8 +1,8 @@
 """The teacher: an LLM behind an API that grades each solution against a rubric.
 
-Providers sit behind one small Protocol (`ChatBackend.complete`): Anthropic's Messages API, and
-OpenAI's Chat Completions, which also serves any OpenAI-compatible server (vLLM, Ollama, ...)
-through `base_url`. What the teacher is asked and how its reply is read live in `rubric`.
+This module is the policy around each request; the wire (the SDK backends behind one Protocol,
+and what their errors mean) lives in `providers`, what the teacher is asked and how its reply is
+read in `rubric`, the token buckets in `ratelimit`, the budget in `spend`.
 
 One call to `Teacher.judge`, in order:
 1. no code -> abstain; a cached verdict for the same provider, model, rubric version, task, code
@@ -28,11 +28,7 @@ import math
 import os
 import statistics
 from collections import Counter
-from collections.abc import Awaitable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from email.utils import parsedate_to_datetime
-from typing import Protocol, TypeVar
 
 import anthropic
 import anyio
@@ -42,6 +38,18 @@ from tenacity.wait import wait_random_exponential
 
 from .cache import ResultCache, cache_key
 from .config import CacheConfig, ConfigError, TeacherConfig
+from .providers import (
+    API_ERRORS,
+    STATUS_ERRORS,
+    AnthropicBackend,
+    ChatBackend,
+    Completion,
+    DeadlineExceeded,
+    OpenAIBackend,
+    error_kind,
+    retry_after_s,
+    retryable,
+)
 from .ratelimit import MONOTONIC, Clock, RateLimiter
 from .rubric import (
     CRITERIA,
@@ -55,7 +63,6 @@ from .rubric import (
 from .spend import Budget, price_of
 from .types import Judgement, RustResult, Task
 
-T = TypeVar("T")
 log = logging.getLogger("rlaif.teacher")
 
 # Why a sample has no verdict; an abstention's reason starts with its kind and a colon.
@@ -84,145 +91,8 @@ class TeacherBudgetExhausted(RuntimeError):
     """The budget is spent and `teacher.on_budget` is `stop`: the run ends after this step."""
 
 
-class BadResponse(Exception):
-    """The server answered 200 with something that is not the provider's response format."""
-
-
 class _BudgetRefused(Exception):
     """The budget refused a request (never retried)."""
-
-
-class _DeadlineExceeded(Exception):
-    """Our own per-attempt deadline passed (the SDK's read timeout did not fire)."""
-
-
-@dataclass(frozen=True)
-class Completion:
-    """A reply's text and the token usage the provider reported for it."""
-
-    text: str
-    input_tokens: int = 0
-    output_tokens: int = 0
-
-
-class ChatBackend(Protocol):
-    async def complete(self, system: str, user: str) -> Completion:
-        """The model's reply; raises one of API_ERRORS on failure."""
-        ...
-
-    async def aclose(self) -> None: ...
-
-
-async def _checked(request: Awaitable[T], expected: type[T]) -> T:
-    """Await an SDK call; a 200 whose body is not the provider's format becomes BadResponse."""
-    try:
-        response = await request
-    except ValueError as exc:  # the body was not JSON
-        raise BadResponse(f"body is not JSON: {exc}") from exc
-    if not isinstance(response, expected):  # JSON, or text, of another shape
-        raise BadResponse(f"expected {expected.__name__}, got {type(response).__name__}")
-    return response
-
-
-@dataclass
-class AnthropicBackend:
-    client: anthropic.AsyncAnthropic
-    model: str
-    max_tokens: int
-
-    def __post_init__(self) -> None:
-        _ = self.client.messages.create  # imported lazily: see OpenAIBackend.__post_init__
-
-    async def complete(self, system: str, user: str) -> Completion:
-        # No `temperature`: the Messages API of SDK 2.x takes none (sampling is the server's).
-        request = self.client.messages.create(
-            model=self.model,
-            max_tokens=self.max_tokens,
-            system=system,
-            messages=[{"role": "user", "content": user}],
-        )
-        message = await _checked(request, anthropic.types.Message)
-        text = "".join(block.text for block in message.content or [] if block.type == "text")
-        usage = message.usage
-        return Completion(text, usage.input_tokens or 0, usage.output_tokens or 0)
-
-    async def aclose(self) -> None:
-        await self.client.close()
-
-
-@dataclass
-class OpenAIBackend:
-    client: openai.AsyncOpenAI
-    model: str
-    max_tokens: int
-
-    def __post_init__(self) -> None:
-        # The SDK imports its resource modules on first use (~0.2 s for `chat`): do it now, not
-        # inside the first rate-limited request, where it would hold the first burst back and
-        # bunch it with the requests admitted after it (bench/teacher_rate.py sees that).
-        _ = self.client.chat.completions.create
-
-    async def complete(self, system: str, user: str) -> Completion:
-        request = self.client.chat.completions.create(
-            model=self.model,
-            max_tokens=self.max_tokens,
-            temperature=0,
-            messages=[{"role": "system", "content": system}, {"role": "user", "content": user}],
-        )
-        reply = await _checked(request, openai.types.chat.ChatCompletion)
-        text = (reply.choices[0].message.content or "") if reply.choices else ""
-        usage = reply.usage
-        if usage is None:
-            return Completion(text)
-        return Completion(text, usage.prompt_tokens or 0, usage.completion_tokens or 0)
-
-    async def aclose(self) -> None:
-        await self.client.close()
-
-
-API_ERRORS = (anthropic.APIError, openai.APIError, BadResponse, _DeadlineExceeded)
-_STATUS_ERRORS = (anthropic.APIStatusError, openai.APIStatusError)
-_TIMEOUTS = (anthropic.APITimeoutError, openai.APITimeoutError, _DeadlineExceeded)
-_CONNECTION = (anthropic.APIConnectionError, openai.APIConnectionError)
-
-
-def error_kind(exc: BaseException) -> str:
-    """The abstention kind of a failed request (one of ABSTAIN_KINDS)."""
-    if isinstance(exc, _STATUS_ERRORS):
-        if exc.status_code == 429:
-            return "rate_limited"
-        return "server_error" if exc.status_code >= 500 else "api_error"
-    if isinstance(exc, _TIMEOUTS):  # before _CONNECTION: the SDKs' timeouts subclass it
-        return "timeout"
-    if isinstance(exc, _CONNECTION):
-        return "connection"
-    return "bad_response"
-
-
-def _retryable(exc: BaseException) -> bool:
-    return error_kind(exc) in ("rate_limited", "server_error", "timeout", "connection")
-
-
-def retry_after_s(exc: BaseException) -> float | None:
-    """The server's requested wait in seconds (retry-after-ms, or Retry-After in seconds or as
-    an HTTP date), or None."""
-    response = getattr(exc, "response", None)
-    if response is None:
-        return None
-    headers = response.headers
-    try:
-        if "retry-after-ms" in headers:
-            return max(0.0, float(headers["retry-after-ms"]) / 1000.0)
-        value = headers.get("retry-after")
-        if value is None:
-            return None
-        try:
-            return max(0.0, float(value))
-        except ValueError:
-            when = parsedate_to_datetime(value)
-            return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
-    except (TypeError, ValueError):
-        return None
 
 
 def estimate_tokens(text: str) -> int:
@@ -334,7 +204,7 @@ class Teacher:
         retrying = AsyncRetrying(
             stop=stop_after_attempt(cfg.max_attempts),
             wait=wait,
-            retry=retry_if_exception(_retryable),
+            retry=retry_if_exception(retryable),
             sleep=self.clock.sleep,
             before_sleep=count_retry,
             reraise=True,
@@ -360,8 +230,8 @@ class Teacher:
                 with anyio.fail_after(self.deadline_s):
                     completion = await self.backend.complete(SYSTEM_PROMPT, user)
         except TimeoutError as exc:
-            raise _DeadlineExceeded(f"no answer within {self.deadline_s:g} s") from exc
-        except _STATUS_ERRORS as exc:
+            raise DeadlineExceeded(f"no answer within {self.deadline_s:g} s") from exc
+        except STATUS_ERRORS as exc:
             self.stats.rate_limited += exc.status_code == 429
             self.stats.server_errors += exc.status_code >= 500
             raise
