@@ -8,6 +8,8 @@ retries back off for milliseconds here (the config's backoff keys), never for se
 from __future__ import annotations
 
 import dataclasses
+import datetime
+import email.utils
 import json
 import logging
 import math
@@ -15,7 +17,10 @@ import re
 import threading
 import time
 
+import anthropic
 import anyio
+import httpx2
+import openai
 import pytest
 from teacher_server import (
     DEFAULT_REPLY,
@@ -31,6 +36,7 @@ from teacher_server import (
 )
 
 from rlaif.config import CacheConfig, ConfigError, TeacherConfig
+from rlaif.providers import retry_after_s
 from rlaif.rubric import SYSTEM_PROMPT, context_shown, grading_request
 from rlaif.teacher import (
     ABSTAIN_KINDS,
@@ -646,3 +652,53 @@ def test_status_names_the_teacher_but_never_the_key(provider):
     assert KEY not in status
     assert KEY[-12:] not in status
     assert MODEL in status and KEY_ENV in status and provider in status
+
+
+def test_a_cached_verdict_expires_after_the_ttl(server, tmp_path):
+    def teacher() -> Teacher:
+        made, _ = make_teacher(
+            TeacherConfig(
+                provider="anthropic", model=MODEL, api_key_env=KEY_ENV, base_url=server.url, **FAST
+            ),
+            environ={KEY_ENV: KEY},
+            cache_config=CacheConfig(dir=str(tmp_path), teacher_ttl_s=1.0),
+        )
+        assert made is not None
+        return made
+
+    judge(teacher())
+    judge(teacher())
+    assert len(server.requests) == 1  # within the TTL: a hit
+    time.sleep(1.1)
+    judge(teacher())
+    assert len(server.requests) == 2  # expired: asked again
+
+
+@pytest.mark.parametrize(
+    ("headers", "seconds"),
+    [
+        ({"retry-after": "2.5"}, 2.5),
+        ({"retry-after-ms": "250"}, 0.25),  # what the Anthropic and OpenAI APIs also send
+        ({"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"}, 0.0),  # an HTTP date in the past
+        ({"retry-after": "soon"}, None),
+        ({}, None),
+    ],
+)
+def test_retry_after_header_forms(headers, seconds):
+    request = httpx2.Request("POST", "http://127.0.0.1/v1/messages")
+    response = httpx2.Response(429, headers=headers, request=request)
+    error = anthropic.RateLimitError("slow down", response=response, body=None)
+
+    assert retry_after_s(error) == seconds
+
+
+def test_a_retry_after_date_in_the_future_counts_down():
+    when = email.utils.format_datetime(
+        datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=30),
+        usegmt=True,
+    )
+    request = httpx2.Request("POST", "http://127.0.0.1/v1/chat/completions")
+    response = httpx2.Response(429, headers={"retry-after": when}, request=request)
+    error = openai.RateLimitError("slow down", response=response, body=None)
+
+    assert 28.0 <= retry_after_s(error) <= 30.0  # whole seconds in the header, and time passes
