@@ -53,6 +53,7 @@ docs: install
 
 bench: install
 	$(PY) bench/rust_jobs.py
+	$(PY) bench/teacher_rate.py
 
 clean:
 	rm -rf runs .pytest_cache .ruff_cache

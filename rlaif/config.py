@@ -94,6 +94,63 @@ class TeacherConfig:
     timeout_s: float = _opt(60.0, "Per-request timeout in seconds.", min=0.1)
     max_tokens: int = _opt(300, "Tokens the teacher may write per verdict.", min=16)
     concurrency: int = _opt(4, "Teacher requests in flight at once.", min=1)
+    requests_per_minute: float = _opt(
+        50.0, "Requests started per minute at most (a token bucket); 0: no limit.", min=0.0
+    )
+    tokens_per_minute: float = _opt(
+        40000.0,
+        "Input + output tokens per minute at most (estimated before sending, corrected with the "
+        "reported usage); 0: no limit.",
+        min=0.0,
+    )
+    burst: int = _opt(
+        4,
+        "Requests that may start at once after an idle spell (the buckets' capacity); any 60 s "
+        "window sees at most requests_per_minute + burst.",
+        min=1,
+    )
+    max_attempts: int = _opt(
+        5, "Tries per verdict; 429, 5xx, timeouts and dropped connections are retried.", min=1
+    )
+    backoff_initial_s: float = _opt(
+        1.0, "First retry waits up to this long (exponential backoff, full jitter).", min=0.0
+    )
+    backoff_max_s: float = _opt(30.0, "Longest wait between two tries.", min=0.0)
+    retry_after_max_s: float = _opt(
+        60.0, "A server's Retry-After is obeyed up to this many seconds.", min=0.0
+    )
+    max_requests: int = _opt(0, "Requests the run may send (retries included); 0: no limit.", min=0)
+    max_dollars: float = _opt(
+        0.0,
+        "Dollars the run may spend, from reported token usage and prices; 0: no limit.",
+        min=0.0,
+    )
+    input_price_per_mtok: float | None = _opt(
+        None,
+        "USD per million input tokens; null: the built-in price of `model` (rlaif.spend).",
+        min=0.0,
+    )
+    output_price_per_mtok: float | None = _opt(
+        None, "USD per million output tokens; null: the built-in price of `model`.", min=0.0
+    )
+    on_budget: Literal["continue", "stop"] = _opt(
+        "continue",
+        "When the budget is spent: `continue` trains on (later samples abstain, reason budget) "
+        "or `stop` ends the run cleanly after the step in flight.",
+    )
+    only_compiled: bool = _opt(
+        True, "Send only code that compiles; the rest gets no teacher term (rustc judged it)."
+    )
+    show_rustc: bool = _opt(
+        True, "Show the teacher what rustc said (compiles, errors, hidden tests passed)."
+    )
+    weight_correctness: float = _opt(0.3, "Rubric weight of correctness.", min=0.0)
+    weight_quality: float = _opt(0.2, "Rubric weight of quality.", min=0.0)
+    weight_idiomaticity: float = _opt(
+        0.1, "Rubric weight of idiomaticity (carved out of the seed's quality 0.3).", min=0.0
+    )
+    weight_efficiency: float = _opt(0.2, "Rubric weight of efficiency.", min=0.0)
+    weight_documentation: float = _opt(0.2, "Rubric weight of documentation.", min=0.0)
 
 
 @dataclass(frozen=True)
@@ -511,7 +568,14 @@ def _cross_checks(c: Config) -> list[tuple[str, str]]:
         problems.append(("curriculum.hard_below", "must be below curriculum.easy_from"))
     if c.teacher.provider != "none" and not c.teacher.api_key_env:
         problems.append(("teacher.api_key_env", "name the environment variable holding the key"))
+    weights = [getattr(c.teacher, f"weight_{k}") for k in _RUBRIC_CRITERIA]
+    if not any(weights):
+        problems.append(("teacher.weight_correctness", "the rubric weights must not all be 0"))
     return problems
+
+
+# rubric.CRITERIA, repeated because config is a leaf module (a test keeps them equal).
+_RUBRIC_CRITERIA = ("correctness", "quality", "idiomaticity", "efficiency", "documentation")
 
 
 def _value_at(config: Config, key: str) -> Any:

@@ -19,6 +19,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from .types import Scored
 
+NOT_JUDGED = ("off", "not sent: did not compile")  # rewards.TEACHER_OFF, teacher.NOT_COMPILED
+
 SEED_COLUMNS = (
     "iteration",
     "avg_reward",
@@ -45,7 +47,9 @@ def score_metrics(scored: list[Scored]) -> dict[str, float]:
     """Batch statistics of the judges' results (NaN rewards left out of the means)."""
     rewards = [s.reward for s in scored if not math.isnan(s.reward)]
     with_tests = [s.rust for s in scored if s.rust.tests_total]
-    judged = [s.judgement for s in scored if s.judgement.abstained != "off"]
+    # Samples the teacher never saw (off, or not sent because they did not compile) are not its
+    # abstentions.
+    judged = [s.judgement for s in scored if s.judgement.abstained not in NOT_JUDGED]
     teacher_scores = [j.score for j in judged if not math.isnan(j.score)]
     n = len(scored)
     return {

@@ -41,7 +41,7 @@ from .metrics import RunLogger, StepProgress, score_metrics
 from .rust import RustJudge, Toolchain
 from .scoring import Scorer
 from .student import Generator, load_student, pick_device, pick_dtype, resolve_source
-from .teacher import Teacher
+from .teacher import Teacher, TeacherBudgetExhausted
 from .trainer import (
     Trainer,
     from_main,
@@ -214,6 +214,8 @@ class Run:
             train_seconds=train_seconds,
             step_seconds=time.perf_counter() - started,
         )
+        if self.scorer.teacher is not None:
+            row.update(self.scorer.teacher.metrics())  # this process's teacher calls
         if self.logger is not None:
             self.logger.log_step(row)
             self.logger.log_samples(iteration, scored, flat_adv, processes)
@@ -359,6 +361,11 @@ async def train(
         with StepProgress(steps, config.logging.progress, console) as progress:
             for iteration in range(1, steps + 1):
                 progress.advance(await run.step(iteration))
+                if teacher is not None:
+                    teacher.raise_if_stopped()  # teacher.on_budget=stop: end after this step
+    except TeacherBudgetExhausted as exc:
+        console.print(f"{exc}; teacher.on_budget is stop: the run ends after step {iteration}")
+        steps = iteration
     finally:
         if teacher is not None:
             await teacher.aclose()

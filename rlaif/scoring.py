@@ -3,6 +3,15 @@
 The teacher sees what rustc said about the sample, so a sample's two judges run one after the
 other; samples run side by side, bounded by the judges' own limiters (`RustJudge.limiter`,
 `Teacher.limiter`).
+
+Code that does not compile is not sent to the teacher by default (`teacher.only_compiled`): the
+compiler has judged it, and its rust terms already carry that verdict. Such a sample gets no
+teacher term: a NaN recorded as NOT_COMPILED, which `algo.group_advantages` leaves out of the
+group's teacher baseline, so its teacher advantage is 0 and the compiled samples of the group are
+ranked against each other alone. Scoring it 0 instead would punish the same failure twice, and
+with mostly broken samples the teacher term would then mostly repeat the compile bit. (Leaving
+the "teacher" source out of the sample's terms would give the same advantages, since a missing
+source is NaN in the pipeline's reward tensor; the explicit NaN keeps samples.jsonl saying why.)
 """
 
 from __future__ import annotations
@@ -12,7 +21,7 @@ import anyio
 from .config import RewardsConfig
 from .rewards import TEACHER_OFF, reward_terms
 from .rust import RustJudge
-from .teacher import Teacher
+from .teacher import NOT_COMPILED, Teacher
 from .types import Judgement, Sample, Scored
 
 
@@ -26,6 +35,8 @@ class Scorer:
         rust = await self.rust.judge(sample.code, sample.task.tests, sample.task.harness)
         if self.teacher is None:
             judgement = Judgement(abstained=TEACHER_OFF)
+        elif self.teacher.only_compiled and not rust.compiled:
+            judgement = Judgement(abstained=NOT_COMPILED)
         else:
             judgement = await self.teacher.judge(sample.task, sample.code, rust, sample.finished)
         components, sources = reward_terms(rust, judgement, bool(sample.code), self.weights)

@@ -6,9 +6,12 @@ It speaks just enough of two wire formats:
 - OpenAI Chat Completions: ``POST /v1/chat/completions`` (the SDK's ``base_url`` is ``.openai_url``,
   which ends in ``/v1``).
 
-Every request is recorded (`Recorded`: path, headers, parsed JSON body) in ``.requests``. Each
-request is answered by the next queued behaviour (`TeacherServer.script`), or, when the queue is
-empty, by a `Reply` with ``.default_reply``. Behaviours:
+Every request is recorded (`Recorded`: path, headers, parsed JSON body, arrival time, what it was
+answered) in ``.requests``. Each request is answered by the next queued behaviour
+(`TeacherServer.script`); when the queue is empty, by a random fault when ``faults`` are set
+(`Faults`: a share of 429s and of 500s, from a seeded generator), else by a `Reply` whose text is
+``answer(body)`` when an ``answer`` function is given, else ``.default_reply``. ``latency_s`` delays
+every answer. Behaviours:
 
 - `Reply(text)`: a well-formed answer whose text is ``text``;
 - `Status(code, retry_after=None)`: an API error in the provider's format (429, 500, 400, ...);
@@ -27,16 +30,25 @@ import asyncio
 import contextlib
 import itertools
 import json
+import random
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
 
 DEFAULT_REPLY = json.dumps(
-    {"correctness": 8, "quality": 7, "efficiency": 6, "documentation": 5, "reason": "ok"}
+    {
+        "correctness": 8,
+        "quality": 7,
+        "idiomaticity": 7,
+        "efficiency": 6,
+        "documentation": 5,
+        "reason": "ok",
+    }
 )
 
 ANTHROPIC_PATH = "/v1/messages"
@@ -86,6 +98,16 @@ Behaviour = Reply | Status | Hang | Drop | Malformed
 
 
 @dataclass(frozen=True)
+class Faults:
+    """Random faults for requests nothing is scripted for: shares of 429s and 500s."""
+
+    rate_429: float = 0.0
+    rate_500: float = 0.0
+    retry_after: float | None = None  # the 429s' Retry-After header, when set
+    seed: int = 0
+
+
+@dataclass(frozen=True)
 class Recorded:
     """One request as the server received it. Header names are lower-cased."""
 
@@ -93,6 +115,19 @@ class Recorded:
     path: str
     headers: dict[str, str]
     body: Any  # the parsed JSON body, or the raw text when it is not JSON
+    at: float = 0.0  # time.monotonic() on arrival (the same clock as the client's, one process)
+    behaviour: Behaviour | None = None  # how it was answered (None: not an API path)
+
+
+def user_text(body: Any) -> str:
+    """The user message of a request body in either wire format ("" when there is none)."""
+    if not isinstance(body, dict):
+        return ""
+    for message in body.get("messages", []):
+        if message.get("role") == "user":
+            content = message.get("content")
+            return content if isinstance(content, str) else json.dumps(content)
+    return ""
 
 
 # Error "type" names of each provider, by HTTP status.
@@ -110,8 +145,19 @@ _ERROR_TYPES = {
 class TeacherServer:
     """A fake Anthropic / OpenAI API on 127.0.0.1, driven from synchronous test code."""
 
-    def __init__(self, default_reply: str = DEFAULT_REPLY):
+    def __init__(
+        self,
+        default_reply: str = DEFAULT_REPLY,
+        *,
+        answer: Callable[[Any], str] | None = None,
+        faults: Faults | None = None,
+        latency_s: float = 0.0,
+    ):
         self.default_reply = default_reply
+        self.answer = answer
+        self.faults = faults
+        self.latency_s = latency_s
+        self._random = random.Random(faults.seed if faults else 0)
         self.port: int | None = None
         self._requests: list[Recorded] = []
         self._queue: deque[Behaviour] = deque()
@@ -218,28 +264,42 @@ class TeacherServer:
         finally:
             await runner.cleanup()
 
-    def _next_behaviour(self) -> Behaviour:
-        with self._lock:
-            return self._queue.popleft() if self._queue else Reply(self.default_reply)
+    def _next_behaviour(self, body: Any) -> Behaviour:
+        """Called with the lock held."""
+        if self._queue:
+            return self._queue.popleft()
+        if self.faults is not None:
+            draw = self._random.random()
+            if draw < self.faults.rate_429:
+                return Status(429, retry_after=self.faults.retry_after)
+            if draw < self.faults.rate_429 + self.faults.rate_500:
+                return Status(500)
+        return Reply(self.answer(body) if self.answer else self.default_reply)
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
+        arrived = time.monotonic()
         raw = await request.text()
         try:
             body: Any = json.loads(raw) if raw else None
         except json.JSONDecodeError:
             body = raw
+        api = request.method == "POST" and request.path in (ANTHROPIC_PATH, OPENAI_PATH)
         with self._lock:
+            behaviour = self._next_behaviour(body) if api else None
             self._requests.append(
                 Recorded(
                     method=request.method,
                     path=request.path,
                     headers={k.lower(): v for k, v in request.headers.items()},
                     body=body,
+                    at=arrived,
+                    behaviour=behaviour,
                 )
             )
-        if request.method != "POST" or request.path not in (ANTHROPIC_PATH, OPENAI_PATH):
+        if behaviour is None:
             return web.json_response({"error": {"message": "not found"}}, status=404)
-        behaviour = self._next_behaviour()
+        if self.latency_s:
+            await asyncio.sleep(self.latency_s)
         anthropic_format = request.path == ANTHROPIC_PATH
 
         if isinstance(behaviour, Reply):

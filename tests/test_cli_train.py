@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 
+import pytest
 import yaml
 from transformers import AutoModelForCausalLM
 
@@ -126,6 +127,10 @@ def test_the_teacher_is_called_in_training_and_its_key_is_never_written(tiny_mod
             f"teacher.base_url={server.openai_url}",
             "--set",
             "teacher.api_key_env=RLAIF_TEST_KEY",
+            "--set",
+            "teacher.only_compiled=false",  # the tiny model's code rarely compiles
+            "--set",
+            f"cache.dir={tmp_path / 'cache'}",  # a fresh cache: every graded sample is sent
             env={"RLAIF_TEST_KEY": secret},
         )
         requests = list(server.requests)
@@ -133,9 +138,14 @@ def test_the_teacher_is_called_in_training_and_its_key_is_never_written(tiny_mod
     run = tmp_path / "taught"
     samples = [json.loads(line) for line in (run / "samples.jsonl").read_text().splitlines()]
     graded = [s for s in samples if s["code"]]
-    assert graded and len(requests) == len(graded)
+    # One request per distinct graded sample (identical ones share a verdict through the cache).
+    assert graded and len(requests) == len({(s["code"], s["finished"]) for s in graded})
     for sample in graded:
-        assert sample["teacher"]["score"] == 0.67 and sample["components"]["teacher"] == 6.7
+        # The server's default verdict is 8/7/7/6/5 with weights 0.3/0.2/0.1/0.2/0.2: 0.67;
+        # cut-off code gets correctness 0: 0.67 - 0.3 * 8 / 10 = 0.43.
+        expected = 0.67 if sample["finished"] else 0.43
+        assert sample["teacher"]["score"] == pytest.approx(expected)
+        assert sample["components"]["teacher"] == pytest.approx(10 * expected)
     assert all(r.headers["authorization"] == f"Bearer {secret}" for r in requests)
     for path in run.rglob("*"):
         if path.is_file():

@@ -1,0 +1,159 @@
+"""`python -m rlaif doctor`: is this machine ready to train with this config?
+
+Reports rustc and its version, clippy-driver, the device torch would use and its thread count,
+the teacher (provider, model, and whether its key variable is set: the key itself is never
+printed), and the cache folder with its size. `--online` also sends the teacher one cheap request
+(one attempt, no retries: the point is to see the failure) and reports its latency or its error.
+
+Each line is a `Check`; the exit code is 1 when a required one fails (rustc missing, a requested
+device absent, a required teacher without its key, or the online request failing), else 0.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import anyio
+
+from .config import Config
+from .rust import RustToolchainError, find_toolchain
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    ok: bool
+    detail: str
+    required: bool = True  # a failed optional check is a warning, not an error
+
+    @property
+    def label(self) -> str:
+        return "ok" if self.ok else ("FAIL" if self.required else "warn")
+
+
+def check_rustc(config: Config) -> list[Check]:
+    try:
+        toolchain = find_toolchain(config.rust.rustc)
+    except RustToolchainError as exc:
+        return [Check("rustc", False, str(exc)), Check("clippy-driver", False, "no rustc", False)]
+    checks = [Check("rustc", True, f"{toolchain.version} ({toolchain.rustc})")]
+    beside = Path(toolchain.rustc).parent / "clippy-driver"
+    clippy = str(beside) if beside.exists() else shutil.which("clippy-driver")
+    if clippy is None:
+        checks.append(
+            Check("clippy-driver", False, "not found (`rustup component add clippy`)", False)
+        )
+        return checks
+    try:
+        done = subprocess.run([clippy, "--version"], capture_output=True, text=True, timeout=60)
+        version = done.stdout.strip() or done.stderr.strip()
+        checks.append(Check("clippy-driver", done.returncode == 0, f"{version} ({clippy})", False))
+    except (OSError, subprocess.SubprocessError) as exc:
+        checks.append(Check("clippy-driver", False, f"{clippy} does not run: {exc}", False))
+    return checks
+
+
+def check_device(config: Config) -> list[Check]:
+    import torch
+
+    from .student import StudentLoadError, pick_device
+
+    try:
+        device = pick_device(config.student.device)
+    except StudentLoadError as exc:
+        return [Check("device", False, str(exc))]
+    what = str(device)
+    if device.type == "cuda":
+        what += f" ({torch.cuda.get_device_name(device)})"
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return [
+        Check("device", True, f"{what} (student.device={config.student.device})"),
+        Check(
+            "torch", True, f"{torch.__version__}, {torch.get_num_threads()} threads, {cores} cores"
+        ),
+    ]
+
+
+def check_teacher(config: Config, environ: Mapping[str, str]) -> list[Check]:
+    t = config.teacher
+    if t.provider == "none":
+        return [Check("teacher", True, "off (teacher.provider is none)", False)]
+    where = f" at {t.base_url}" if t.base_url else ""
+    named = f"{t.provider} {t.model}{where}"
+    if not environ.get(t.api_key_env):
+        why = f"{named}: {t.api_key_env} is not set, so the teacher is off"
+        return [
+            Check("teacher", False, why + (" (teacher.required)" if t.required else ""), t.required)
+        ]
+    budget = []
+    if t.max_requests:
+        budget.append(f"at most {t.max_requests} requests")
+    if t.max_dollars:
+        budget.append(f"at most ${t.max_dollars:g}")
+    limits = f"{t.requests_per_minute:g} req/min, {t.tokens_per_minute:g} tok/min"
+    detail = f"{named}: {t.api_key_env} is set; {limits}; " + (", ".join(budget) or "no budget")
+    return [Check("teacher", True, detail)]
+
+
+def check_cache(config: Config) -> list[Check]:
+    root = Path(config.cache.dir)
+    if not root.exists():
+        return [Check("cache", True, f"{root} (empty; made on first use)", False)]
+    parts = []
+    for sub in sorted(p for p in root.iterdir() if p.is_dir()):
+        size = sum(f.stat().st_size for f in sub.rglob("*") if f.is_file())
+        parts.append(f"{sub.name} {size / 2**20:.1f} MiB")
+    on = [name for name in ("rust", "teacher") if getattr(config.cache, name)]
+    detail = f"{root.resolve()}: {', '.join(parts) or 'empty'}; caching {', '.join(on) or 'off'}"
+    return [Check("cache", True, detail, False)]
+
+
+async def check_online(config: Config, environ: Mapping[str, str]) -> Check:
+    """One request, one attempt: its latency, or its error (the key redacted from any text)."""
+    from .providers import API_ERRORS, error_kind
+    from .teacher import make_teacher
+
+    teacher_config = dataclasses.replace(config.teacher, max_tokens=16)
+    teacher, status = make_teacher(teacher_config, environ)
+    if teacher is None:
+        return Check("online", False, f"no request sent: {status}")
+    key = environ.get(config.teacher.api_key_env, "")
+    started = time.perf_counter()
+    try:
+        with anyio.fail_after(teacher.deadline_s):
+            reply = await teacher.backend.complete("Answer with the single word: ok", "ping")
+        ms = (time.perf_counter() - started) * 1000
+    except (*API_ERRORS, TimeoutError) as exc:
+        kind = "timeout" if isinstance(exc, TimeoutError) else error_kind(exc)
+        text = f"{kind}: {type(exc).__name__}: {exc}"[:300]
+        return Check("online", False, text.replace(key, "***") if key else text)
+    finally:
+        await teacher.aclose()
+    said = reply.text.strip().replace("\n", " ")[:40]
+    return Check(
+        "online",
+        True,
+        f"answered in {ms:.0f} ms ({reply.input_tokens} tokens in, {reply.output_tokens} out): "
+        f"{said!r}",
+    )
+
+
+def run_doctor(
+    config: Config, online: bool, environ: Mapping[str, str] = os.environ
+) -> list[Check]:
+    checks = [*check_rustc(config), *check_device(config), *check_teacher(config, environ)]
+    checks += check_cache(config)
+    if online:
+        checks.append(anyio.run(check_online, config, environ))
+    return checks
+
+
+def exit_code(checks: list[Check]) -> int:
+    return 1 if any(c.required and not c.ok for c in checks) else 0

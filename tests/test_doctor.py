@@ -1,0 +1,100 @@
+"""`python -m rlaif doctor`: as users run it, and its checks one by one."""
+
+from __future__ import annotations
+
+from teacher_server import Status, TeacherServer
+
+from rlaif import config as config_module
+from rlaif.doctor import check_cache, check_rustc, check_teacher, exit_code, run_doctor
+from tests.conftest import run_cli
+
+KEY = "sk-doctor-secret-do-not-print"
+KEY_ENV = "RLAIF_DOCTOR_KEY"
+
+
+def teacher_args(server: TeacherServer, cache_dir) -> list[str]:
+    settings = [
+        "teacher.provider=openai-compatible",
+        "teacher.model=judge",
+        f"teacher.base_url={server.openai_url}",
+        f"teacher.api_key_env={KEY_ENV}",
+        f"cache.dir={cache_dir}",
+    ]
+    return [arg for s in settings for arg in ("--set", s)]
+
+
+def test_doctor_online_reports_everything_and_the_latency(tmp_path):
+    with TeacherServer() as server:
+        done = run_cli("doctor", "--online", *teacher_args(server, tmp_path), env={KEY_ENV: KEY})
+        requests, url = server.requests, server.openai_url
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    out = done.stdout
+    for line in ("ok  rustc: rustc ", "clippy-driver:", "ok  device: ", "threads", "cache: "):
+        assert line in out, out
+    assert f"ok  teacher: openai-compatible judge at {url}: {KEY_ENV} is set" in out
+    assert "ok  online: answered in " in out
+    assert len(requests) == 1 and requests[0].body["max_tokens"] == 16  # one cheap request
+    assert KEY not in out + done.stderr
+
+
+def test_doctor_online_fails_with_the_error_when_the_teacher_refuses(tmp_path):
+    with TeacherServer() as server:
+        server.script(Status(401, message="invalid key"))
+        done = run_cli("doctor", "--online", *teacher_args(server, tmp_path), env={KEY_ENV: KEY})
+
+    assert done.returncode == 1
+    assert "FAIL  online: api_error: AuthenticationError" in done.stdout
+    assert KEY not in done.stdout + done.stderr
+
+
+def test_doctor_without_online_sends_nothing_and_a_missing_optional_key_is_a_warning(tmp_path):
+    with TeacherServer() as server:
+        done = run_cli("doctor", *teacher_args(server, tmp_path))
+        assert server.requests == []
+        url = server.openai_url
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"warn  teacher: openai-compatible judge at {url}: {KEY_ENV} is not set" in (done.stdout)
+
+
+def test_a_missing_rustc_fails():
+    config = config_module.load(None, ["rust.rustc=/nonexistent/rustc"])
+
+    checks = check_rustc(config)
+
+    assert [c.label for c in checks] == ["FAIL", "warn"]
+    assert "rustc not found" in checks[0].detail
+    assert exit_code(checks) == 1
+
+
+def test_a_required_teacher_without_its_key_fails():
+    config = config_module.load(None, [f"teacher.api_key_env={KEY_ENV}", "teacher.required=true"])
+
+    (check,) = check_teacher(config, environ={})
+
+    assert check.label == "FAIL" and f"{KEY_ENV} is not set" in check.detail
+    assert exit_code([check]) == 1
+    (ok,) = check_teacher(config, environ={KEY_ENV: KEY})
+    assert ok.ok and KEY not in ok.detail
+
+
+def test_online_without_a_key_is_a_failure_not_a_request(tmp_path):
+    config = config_module.load(None, [f"teacher.api_key_env={KEY_ENV}", f"cache.dir={tmp_path}"])
+
+    checks = run_doctor(config, online=True, environ={})
+
+    online = checks[-1]
+    assert online.name == "online" and online.label == "FAIL"
+    assert "no request sent" in online.detail
+    assert exit_code(checks) == 1
+
+
+def test_the_cache_size_is_reported(tmp_path):
+    (tmp_path / "teacher").mkdir()
+    (tmp_path / "teacher" / "blob").write_bytes(b"x" * 3 * 2**20)  # 3 MiB
+    config = config_module.load(None, [f"cache.dir={tmp_path}"])
+
+    (check,) = check_cache(config)
+
+    assert "teacher 3.0 MiB" in check.detail and str(tmp_path) in check.detail
