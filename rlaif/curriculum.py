@@ -44,3 +44,8 @@ class TaskSampler:
 
     def state(self) -> dict[str, int]:
         return {"epoch": self.epoch, "cursor": self.cursor}
+
+    def load_state(self, state: dict) -> None:
+        """Continue where `state()` was taken: same epoch, same position in its order."""
+        self.epoch, self.cursor = int(state["epoch"]), int(state["cursor"])
+        self._order = self._epoch_order(self.epoch)

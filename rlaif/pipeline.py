@@ -27,10 +27,19 @@ from rich.console import Console
 
 from . import config as config_module
 from .algo import group_advantages
-from .checkpoint import save_checkpoint
+from .checkpoint import (
+    Checkpoint,
+    load_checkpoint,
+    load_policy_weights,
+    prune_checkpoints,
+    remove_after,
+    save_checkpoint,
+    set_rng_state,
+)
 from .config import Config
 from .curriculum import TaskSampler
 from .metrics import RunLogger, StepProgress, score_metrics
+from .resume import ResumePoint, trim_logs
 from .rust import RustJudge, Toolchain
 from .scoring import Scorer
 from .student import Generator, load_student, pick_device, pick_dtype, resolve_source
@@ -91,6 +100,7 @@ class Run:
         teacher: Teacher | None,
         run_dir: Path,
         console: Console,
+        eval_tasks: list[Task] | None = None,
     ):
         self.config = config
         self.run_dir = run_dir
@@ -105,7 +115,8 @@ class Run:
         self.generator = Generator(self.trainer.policy, self.tokenizer, config.student)
         self.scorer = Scorer(RustJudge(toolchain, config.rust, rust_jobs), teacher, config.rewards)
         self.sampler = TaskSampler(tasks, config.curriculum.shuffle, config.run.seed)
-        self.logger = RunLogger(run_dir, config.logging.samples)
+        self.logger = RunLogger(run_dir, config.logging.samples, config.logging.tensorboard)
+        self.eval_tasks = (eval_tasks or [])[: config.eval.max_tasks or None]
         params = sum(p.numel() for p in model.parameters())
         console.print(
             f"student: {config.student.model} ({params / 1e6:.1f}M params, {dtype}, "
@@ -146,13 +157,63 @@ class Run:
             train_seconds=train_seconds,
             step_seconds=time.perf_counter() - started,
         )
+        row.update(await self.periodic_eval(iteration))
         self.logger.log_step(row)
         self.logger.log_samples(iteration, scored, flat_adv)
         return row
 
+    async def periodic_eval(self, iteration: int) -> dict[str, float | None]:
+        """eval_* columns: measured every `eval.every` steps, empty (None) in between."""
+        from .evaluate import evaluate_policy  # evaluate imports this module
+
+        cfg = self.config.eval
+        if not cfg.every or not self.eval_tasks:
+            return {}
+        ks = sorted({1, cfg.samples})
+        keys = ["parse_rate", "compile_rate", "test_pass_rate", "mean_reward"]
+        keys += [f"pass@{k}" for k in ks]
+        if iteration % cfg.every:
+            return {f"eval_{key}": None for key in [*keys, "seconds"]}
+        started = time.perf_counter()
+        scorer = Scorer(self.scorer.rust, None, self.config.rewards)
+        rows, _ = await evaluate_policy(
+            self.generator,
+            scorer,
+            self.eval_tasks,
+            cfg.samples,
+            ks,
+            self.threads,
+            self.config.run.seed,
+        )
+        row: dict[str, float | None] = {f"eval_{key}": rows["all"][key] for key in keys}
+        row["eval_seconds"] = time.perf_counter() - started
+        return row
+
     def save(self, step: int) -> Path:
-        state = {"policy_version": self.trainer.version, "sampler": self.sampler.state()}
-        return save_checkpoint(self.run_dir, step, self.trainer.policy, self.tokenizer, state)
+        """Checkpoint after `step`, then delete all but the newest `checkpoint.keep`."""
+        path = save_checkpoint(
+            self.run_dir,
+            step,
+            model=self.trainer.policy,
+            tokenizer=self.tokenizer,
+            trainer_state=self.trainer.state_dict(),
+            sampler_state=self.sampler.state(),
+            config=self.config,
+            metrics_rows=self.logger.rows,
+            tasks=self.sampler.tasks,
+        )
+        prune_checkpoints(self.run_dir, self.config.checkpoint.keep)
+        return path
+
+    def restore(self, path: Path) -> Checkpoint:
+        """Continue from a checkpoint: weights, trainer and sampler state, then the RNGs (last,
+        so nothing done while loading draws from them)."""
+        checkpoint = load_checkpoint(path)
+        load_policy_weights(self.trainer.policy, path)
+        self.trainer.load_state_dict(checkpoint.trainer)
+        self.sampler.load_state(checkpoint.sampler)
+        set_rng_state(checkpoint.rng)
+        return checkpoint
 
 
 async def generate_and_score(
@@ -219,25 +280,63 @@ async def train(
     toolchain: Toolchain,
     teacher: Teacher | None,
     console: Console,
+    *,
+    resume: ResumePoint | None = None,
+    eval_tasks: list[Task] | None = None,
 ) -> Path:
-    """Run `trainer.max_steps` steps and save the final checkpoint; returns the run directory."""
+    """Run steps up to `trainer.max_steps`, checkpointing every `checkpoint.every` and after the
+    last; with `resume`, continue that run from its checkpoint. Returns the run directory."""
     resolve_source(config.student.model)  # a missing model fails before a run dir is made
-    run_dir = make_run_dir(config)
+    if resume is None:
+        run_dir = make_run_dir(config)
+    else:
+        run_dir = resume.run_dir
+        _prepare_resume(resume, console)
     config_module.save(config, run_dir / "config.yaml")
     console.print(f"run: {run_dir}")
     run = await anyio.to_thread.run_sync(
-        lambda: Run(config, tasks, toolchain, teacher, run_dir, console)
+        lambda: Run(config, tasks, toolchain, teacher, run_dir, console, eval_tasks)
     )
-    steps = config.trainer.max_steps
+    done, saved = 0, None
+    if resume is not None:
+        restored = await anyio.to_thread.run_sync(run.restore, resume.checkpoint)
+        done = saved = restored.step
+        if run.logger.rows != restored.metrics_rows:
+            console.print(
+                f"note: metrics.jsonl holds {run.logger.rows} rows up to step {done}; the "
+                f"checkpoint counted {restored.metrics_rows} (was the file edited?)"
+            )
+    steps, every = config.trainer.max_steps, config.checkpoint.every
     try:
-        with StepProgress(steps, config.logging.progress, console) as progress:
-            for iteration in range(1, steps + 1):
+        with StepProgress(steps, config.logging.progress, console, start=done) as progress:
+            for iteration in range(done + 1, steps + 1):
                 progress.advance(await run.step(iteration))
+                if every and iteration % every == 0 and iteration < steps:
+                    await anyio.to_thread.run_sync(run.save, iteration)
+                    saved = iteration
     finally:
+        run.logger.close()
         if teacher is not None:
             await teacher.aclose()
-    checkpoint = await anyio.to_thread.run_sync(run.save, steps)
+    last = max(steps, done)
+    checkpoint = run_dir / "checkpoints" / f"step_{last}"
+    if saved != last:
+        checkpoint = await anyio.to_thread.run_sync(run.save, last)
     console.print(
-        f"done: {steps} steps; metrics in {run_dir / 'metrics.csv'}; model in {checkpoint}"
+        f"done: {last} steps; metrics in {run_dir / 'metrics.csv'}; model in {checkpoint}"
     )
     return run_dir
+
+
+def _prepare_resume(resume: ResumePoint, console: Console) -> None:
+    """Make the run directory agree with the checkpoint: no later checkpoints, no later rows."""
+    removed = remove_after(resume.run_dir, resume.step)
+    dropped = trim_logs(resume.run_dir, resume.step)
+    console.print(f"resuming {resume.run_dir} from {resume.checkpoint.name}")
+    if removed:
+        console.print(f"removed newer checkpoints: {', '.join(p.name for p in removed)}")
+    if any(dropped.values()):
+        console.print(
+            "dropped rows logged after the checkpoint: "
+            + ", ".join(f"{n} from {name}" for name, n in dropped.items() if n)
+        )

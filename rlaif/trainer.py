@@ -53,6 +53,17 @@ class Trainer:
         """The bare policy model, for generation and saving."""
         return self.accelerator.unwrap_model(self.model)
 
+    def state_dict(self) -> dict:
+        """What a checkpoint needs to continue exactly: optimizer moments and the version.
+
+        The weights are not here: the checkpoint saves them with `save_pretrained`.
+        """
+        return {"optimizer": self.optimizer.state_dict(), "version": self.version}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.version = int(state["version"])
+
     def update(self, samples: list[Sample], advantages: list[float]) -> dict[str, float]:
         """One optimizer step over `samples`, in micro-batches whose gradients accumulate."""
         cfg, acc = self.config, self.accelerator
