@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections import defaultdict
+from dataclasses import dataclass
 from math import comb
 from pathlib import Path
 
@@ -70,6 +71,13 @@ def summarize(scored: list[Scored], n: int, ks: list[int]) -> dict[str, dict[str
     return rows
 
 
+@dataclass(frozen=True)
+class EvalResult:
+    rows: dict[str, dict[str, float]]  # difficulty (and "all") -> rate or pass@k -> value
+    timings: dict[str, float]  # {"gen", "score"} seconds
+    scored: list[Scored]  # every sample, task by task
+
+
 async def evaluate_policy(
     generator: Generator,
     scorer: Scorer,
@@ -78,8 +86,8 @@ async def evaluate_policy(
     ks: list[int],
     threads: ThreadPolicy,
     seed: int,
-) -> tuple[dict[str, dict[str, float]], dict[str, float]]:
-    """Sample and score n completions per task; (rows by difficulty, timings).
+) -> EvalResult:
+    """Sample and score n completions per task: rows by difficulty, timings, the samples.
 
     Sampling draws from a fork of the RNG seeded with `seed`: every evaluation of a run sees the
     same random stream (so two checkpoints differ by their weights, not their luck), and the
@@ -91,7 +99,7 @@ async def evaluate_policy(
         scored, timings = await generate_and_score(
             generator, scorer, tasks, n, 0, generator.config.generate_batch_size, threads
         )
-    return summarize(scored, n, ks), timings
+    return EvalResult(summarize(scored, n, ks), timings, scored)
 
 
 def _forked_rng(device: torch.device):
@@ -133,12 +141,13 @@ async def evaluate(
             f"evaluating {model} on {len(tasks)} tasks x {n} samples "
             f"(temperature {student.temperature})"
         )
-        rows, timings = await evaluate_policy(
+        result = await evaluate_policy(
             generator, scorer, tasks, n, ks, ThreadPolicy.for_config(config), config.run.seed
         )
-        console.print(render_table(rows, ks, title=f"evaluation: {model}"))
-        console.print(f"generation {timings['gen']:.1f}s, scoring {timings['score']:.1f}s")
-        results.append(rows)
+        console.print(render_table(result.rows, ks, title=f"evaluation: {model}"))
+        gen, score = result.timings["gen"], result.timings["score"]
+        console.print(f"generation {gen:.1f}s, scoring {score:.1f}s")
+        results.append(result.rows)
     if len(results) == 2:
         console.print(render_comparison(results[0], results[1], ks))
     return results

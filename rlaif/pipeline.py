@@ -176,7 +176,7 @@ class Run:
             return {f"eval_{key}": None for key in [*keys, "seconds"]}
         started = time.perf_counter()
         scorer = Scorer(self.scorer.rust, None, self.config.rewards)
-        rows, _ = await evaluate_policy(
+        result = await evaluate_policy(
             self.generator,
             scorer,
             self.eval_tasks,
@@ -185,7 +185,7 @@ class Run:
             self.threads,
             self.config.run.seed,
         )
-        row: dict[str, float | None] = {f"eval_{key}": rows["all"][key] for key in keys}
+        row: dict[str, float | None] = {f"eval_{key}": result.rows["all"][key] for key in keys}
         row["eval_seconds"] = time.perf_counter() - started
         return row
 
