@@ -187,8 +187,8 @@ class LoggingConfig:
     samples: bool = _opt(True, "Write every completion and its reward terms to samples.jsonl.")
     tensorboard: bool = _opt(
         False,
-        "Also write TensorBoard event files to <run>/tensorboard (needs `pip install "
-        "rlaif[tensorboard]`).",
+        "Also write TensorBoard event files to `runs/NAME/tensorboard` (needs the `tensorboard` "
+        "package: `pip install rlaif[tensorboard]`).",
     )
 
 

@@ -68,13 +68,15 @@ def write_report(run_dir: Path, out_dir: Path | None = None) -> Report:
     out_dir = out_dir or run_dir / "report"
     out_dir.mkdir(parents=True, exist_ok=True)
     plots, notes = [], []
+    first, last = int(metrics[0]["iteration"]), int(metrics[-1]["iteration"])
     for name, draw in PLOTS:
         fig = Figure(figsize=(9, 5.5), dpi=100, layout="constrained")
         why_not = draw(fig, metrics, samples)
         path = out_dir / f"{name}.png"
         if why_not is None:
-            for ax in fig.axes:
-                ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # steps are whole
+            for ax in fig.axes:  # every plot spans the whole run, in whole steps
+                ax.set_xlim(first - 0.5, last + 0.5)
+                ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             fig.savefig(path)
             plots.append(path)
         else:
