@@ -23,7 +23,10 @@ from pathlib import Path
 from typing import Any
 
 from .checkpoint import (
+    CONFIG_FILE,
+    RNG_FILE,
     STATE_FILE,
+    TRAINER_FILE,
     CheckpointError,
     latest_checkpoint,
     list_checkpoints,
@@ -93,6 +96,13 @@ def _newest(run_dir: Path) -> Path:
 
 
 def _point(run_dir: Path, checkpoint: Path) -> ResumePoint:
+    missing = [f for f in (TRAINER_FILE, RNG_FILE, CONFIG_FILE) if not (checkpoint / f).is_file()]
+    if missing:
+        raise CheckpointError(
+            f"--resume {checkpoint}: it lacks {', '.join(missing)} (written by an older version "
+            "that saved only the weights); evaluate it, or start a new run from it with "
+            f"--set student.model={checkpoint}"
+        )
     step = int(json.loads((checkpoint / STATE_FILE).read_text())["step"])
     return ResumePoint(run_dir=run_dir, checkpoint=checkpoint, step=step)
 

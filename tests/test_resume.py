@@ -10,7 +10,7 @@ import pytest
 from safetensors.torch import load_file
 
 from rlaif import config as config_module
-from rlaif.checkpoint import STATE_FILE, tasks_fingerprint
+from rlaif.checkpoint import RNG_FILE, STATE_FILE, TRAINER_FILE, CheckpointError, tasks_fingerprint
 from rlaif.config import Config, ConfigError, RunConfig, TrainerConfig
 from rlaif.resume import check_config, check_tasks, locate, trim_logs
 from rlaif.types import Task
@@ -97,6 +97,8 @@ def saved_run(tmp_path, name="r", step=2, **trainer):
     checkpoint = tmp_path / name / "checkpoints" / f"step_{step}"
     checkpoint.mkdir(parents=True)
     (checkpoint / STATE_FILE).write_text(json.dumps({"step": step}))
+    for name in (TRAINER_FILE, RNG_FILE):
+        (checkpoint / name).write_bytes(b"")  # present; these checks never read them
     config_module.save(config, checkpoint / "config.yaml")
     return checkpoint, config
 
@@ -144,8 +146,11 @@ def test_resume_without_a_path_finds_the_named_run_or_the_newest(tmp_path):
     unnamed = Config(run=RunConfig(output_dir=str(tmp_path)))
     assert locate(None, unnamed).checkpoint == newest  # written last
     assert locate(str(first.parent / "step_1"), None).step == 1  # one checkpoint, named
-    with pytest.raises(Exception, match="no complete checkpoint"):
+    with pytest.raises(CheckpointError, match="no complete checkpoint"):
         locate(str(tmp_path / "empty"), None)
+    (first / RNG_FILE).unlink()  # as the first version wrote them: weights and counters only
+    with pytest.raises(CheckpointError, match="lacks rng.pt"):
+        locate(str(first), None)
 
 
 def test_rows_logged_after_the_checkpoint_are_dropped(tmp_path):
