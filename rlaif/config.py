@@ -357,6 +357,37 @@ class LoggingConfig:
         True, "Show a progress bar with ETA (a plain line per step when not a TTY)."
     )
     samples: bool = _opt(True, "Write every completion and its reward terms to samples.jsonl.")
+    tensorboard: bool = _opt(
+        False,
+        "Also write TensorBoard event files to `runs/NAME/tensorboard` (needs the `tensorboard` "
+        "package: `pip install rlaif[tensorboard]`).",
+    )
+
+
+@dataclass(frozen=True)
+class CheckpointConfig:
+    every: int = _opt(
+        4,
+        "Save a checkpoint every N steps, and always after the last step; 0 saves only after "
+        "the last.",
+        min=0,
+    )
+    keep: int = _opt(
+        2, "Checkpoints kept on disk, the newest; older ones are deleted. 0 keeps all.", min=0
+    )
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    every: int = _opt(
+        0,
+        "Evaluate on data.eval every N training steps, into the eval_* metric columns; 0 never.",
+        min=0,
+    )
+    samples: int = _opt(
+        2, "Completions per task in that evaluation (pass@1 and pass@samples are logged).", min=1
+    )
+    max_tasks: int = _opt(0, "Use the first N tasks of data.eval; 0 uses all.", min=0)
 
 
 @dataclass(frozen=True)
@@ -373,6 +404,8 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     cache: CacheConfig = field(default_factory=CacheConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
         """Plain nested dict (what `save` writes); holds no secrets, only env-var names."""

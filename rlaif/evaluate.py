@@ -2,18 +2,24 @@
 
 Reports, per difficulty and overall: parse, compile and test pass rates, mean compiler reward,
 and the unbiased pass@k of Chen et al. (2021). The teacher is not consulted: evaluation measures
-what the compiler and the hidden tests can check.
+what the compiler and the hidden tests can check. Two models (a base model and a checkpoint, or
+two checkpoints) are evaluated on the same tasks with the same seed and shown side by side; the
+training loop calls `evaluate_policy` every `eval.every` steps for the eval_* metric columns.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections import defaultdict
+from dataclasses import dataclass
 from math import comb
+from pathlib import Path
 
+import torch
 from rich.console import Console
 from rich.table import Table
 
+from .checkpoint import CheckpointError, latest_checkpoint
 from .config import Config
 from .pipeline import ThreadPolicy, generate_and_score, rust_concurrency
 from .rust import RustJudge, Toolchain
@@ -65,39 +71,127 @@ def summarize(scored: list[Scored], n: int, ks: list[int]) -> dict[str, dict[str
     return rows
 
 
+@dataclass(frozen=True)
+class EvalResult:
+    rows: dict[str, dict[str, float]]  # difficulty (and "all") -> rate or pass@k -> value
+    timings: dict[str, float]  # {"gen", "score"} seconds
+    scored: list[Scored]  # every sample, task by task
+
+
+async def evaluate_policy(
+    generator: Generator,
+    scorer: Scorer,
+    tasks: list[Task],
+    n: int,
+    ks: list[int],
+    threads: ThreadPolicy,
+    seed: int,
+) -> EvalResult:
+    """Sample and score n completions per task: rows by difficulty, timings, the samples.
+
+    Sampling draws from a fork of the RNG seeded with `seed`: every evaluation of a run sees the
+    same random stream (so two checkpoints differ by their weights, not their luck), and the
+    training that surrounds a periodic evaluation draws exactly what it would have without it.
+    """
+    device = next(generator.model.parameters()).device
+    with _forked_rng(device):
+        torch.manual_seed(seed)
+        scored, timings = await generate_and_score(
+            generator, scorer, tasks, n, 0, generator.config.generate_batch_size, threads
+        )
+    return EvalResult(summarize(scored, n, ks), timings, scored)
+
+
+def _forked_rng(device: torch.device):
+    if device.type in ("cuda", "mps"):
+        return torch.random.fork_rng(device_type=device.type)
+    return torch.random.fork_rng(devices=[])  # the CPU generator only
+
+
+def resolve_model(path: str) -> str:
+    """A run directory stands for its newest checkpoint; anything else is a model as given."""
+    if (Path(path) / "checkpoints").is_dir():
+        newest = latest_checkpoint(Path(path))
+        if newest is None:
+            raise CheckpointError(f"{path}: the run has no complete checkpoint to evaluate")
+        return str(newest)
+    return path
+
+
 async def evaluate(
     config: Config,
     tasks: list[Task],
     toolchain: Toolchain,
-    model: str,
+    models: list[str],
     n: int,
     ks: list[int],
     console: Console,
-) -> dict[str, dict[str, float]]:
-    student = dataclasses.replace(config.student, model=model)
-    device = pick_device(student.device)
-    policy, tokenizer = load_student(student, device, pick_dtype(student.dtype, device))
-    generator = Generator(policy, tokenizer, student)
+) -> list[dict[str, dict[str, float]]]:
+    """Evaluate each model in turn (same tasks, same seed); a table each, and a comparison of
+    the first and the last when there are two. Returns the rows of each model."""
     rust_jobs = rust_concurrency(config)
     scorer = Scorer(RustJudge(toolchain, config.rust, rust_jobs), None, config.rewards)
-    console.print(f"evaluating {model} on {len(tasks)} tasks x {n} samples")
-    scored, timings = await generate_and_score(
-        generator,
-        scorer,
-        tasks,
-        n,
-        0,
-        student.generate_batch_size,
-        ThreadPolicy.for_config(config),
-    )
-    rows = summarize(scored, n, ks)
-    console.print(render_table(rows, ks))
-    console.print(f"generation {timings['gen']:.1f}s, scoring {timings['score']:.1f}s")
-    return rows
+    results = []
+    for model in models:
+        student = dataclasses.replace(config.student, model=model)
+        device = pick_device(student.device)
+        policy, tokenizer = load_student(student, device, pick_dtype(student.dtype, device))
+        generator = Generator(policy, tokenizer, student)
+        console.print(
+            f"evaluating {model} on {len(tasks)} tasks x {n} samples "
+            f"(temperature {student.temperature})"
+        )
+        result = await evaluate_policy(
+            generator, scorer, tasks, n, ks, ThreadPolicy.for_config(config), config.run.seed
+        )
+        console.print(render_table(result.rows, ks, title=f"evaluation: {model}"))
+        gen, score = result.timings["gen"], result.timings["score"]
+        console.print(f"generation {gen:.1f}s, scoring {score:.1f}s")
+        results.append(result.rows)
+    if len(results) == 2:
+        console.print(render_comparison(results[0], results[1], ks))
+    return results
 
 
-def render_table(rows: dict[str, dict[str, float]], ks: list[int]) -> Table:
-    table = Table(title="evaluation")
+def compare(
+    before: dict[str, dict[str, float]], after: dict[str, dict[str, float]]
+) -> dict[str, dict[str, float]]:
+    """after - before, for every difficulty and rate both have."""
+    return {
+        name: {
+            key: after[name][key] - before[name][key]
+            for key in before[name]
+            if key not in ("tasks", "samples")
+        }
+        for name in before
+        if name in after
+    }
+
+
+def render_comparison(
+    before: dict[str, dict[str, float]], after: dict[str, dict[str, float]], ks: list[int]
+) -> Table:
+    table = Table(title="before -> after")
+    columns = ["compile_rate", "test_pass_rate", "mean_reward", *(f"pass@{k}" for k in ks)]
+    table.add_column("difficulty")
+    for column in columns:
+        table.add_column(
+            column.removesuffix("_rate").replace("test_pass", "tests"), justify="right"
+        )
+    delta = compare(before, after)
+    for name in delta:
+        cells = [
+            f"{before[name][c]:.3f} -> {after[name][c]:.3f} ({delta[name][c]:+.3f})"
+            for c in columns
+        ]
+        table.add_row(name, *cells)
+    return table
+
+
+def render_table(
+    rows: dict[str, dict[str, float]], ks: list[int], title: str = "evaluation"
+) -> Table:
+    table = Table(title=title)
     columns = [
         "tasks",
         "samples",

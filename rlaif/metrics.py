@@ -81,12 +81,24 @@ def _mean(values: list[float]) -> float:
 
 
 class RunLogger:
-    """Appends one row per step to metrics.csv/.jsonl and every sample to samples.jsonl."""
+    """Appends one row per step to metrics.csv/.jsonl and every sample to samples.jsonl.
 
-    def __init__(self, run_dir: Path, write_samples: bool):
+    A resumed run appends to the files already there: the CSV keeps the header it has (a key
+    that is not in it goes to metrics.jsonl only), and TensorBoard purges the events it had
+    logged from the first step logged now on (a crash after the last checkpoint logged some).
+    """
+
+    def __init__(self, run_dir: Path, write_samples: bool, tensorboard: bool = False):
         self.run_dir = run_dir
         self.write_samples = write_samples
+        self.tensorboard = tensorboard
+        self._writer = None  # a SummaryWriter, made at the first row
         self._columns: list[str] | None = None
+        csv_path, jsonl_path = run_dir / "metrics.csv", run_dir / "metrics.jsonl"
+        if csv_path.exists():
+            with csv_path.open(newline="") as f:
+                self._columns = next(csv.reader(f), None)
+        self.rows = len(jsonl_path.read_text().splitlines()) if jsonl_path.exists() else 0
 
     def log_step(self, row: dict[str, float]) -> None:
         path = self.run_dir / "metrics.csv"
@@ -98,8 +110,33 @@ class RunLogger:
                     csv.writer(f).writerow(self._columns)
         with path.open("a", newline="") as f:
             csv.writer(f).writerow([_cell(row.get(c)) for c in self._columns])
+        ordered = {c: row.get(c) for c in self._columns}
+        ordered.update((k, v) for k, v in row.items() if k not in ordered)
         with (self.run_dir / "metrics.jsonl").open("a") as f:
-            f.write(json.dumps({c: row.get(c) for c in self._columns}, allow_nan=True) + "\n")
+            f.write(json.dumps(ordered, allow_nan=True) + "\n")
+        self.rows += 1
+        if self.tensorboard:
+            self._log_tensorboard(row)
+
+    def _log_tensorboard(self, row: dict[str, float]) -> None:
+        step = int(row["iteration"])
+        if self._writer is None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._writer = SummaryWriter(str(self.run_dir / "tensorboard"), purge_step=step)
+        for key, value in row.items():
+            if (
+                key != "iteration"
+                and isinstance(value, int | float)
+                and not isinstance(value, bool)
+            ):
+                self._writer.add_scalar(tensorboard_tag(key), value, step)
+        self._writer.flush()
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
 
     def log_samples(
         self,
@@ -118,12 +155,23 @@ class RunLogger:
                 f.write(json.dumps(record, allow_nan=True) + "\n")
 
 
+def tensorboard_tag(key: str) -> str:
+    """Group the flat metric names into TensorBoard sections: eval/, time/, train/."""
+    key = key.replace("@", "_at_")  # TensorBoard tags allow only [-/\w.]
+    if key.startswith("eval_"):
+        return "eval/" + key.removeprefix("eval_")
+    if key.endswith("_seconds"):
+        return "time/" + key.removesuffix("_seconds")
+    return "train/" + key
+
+
 def sample_record(step: int, s: Scored, advantage: float, process: int = 0) -> dict:
     """One line of samples.jsonl: what the student saw and wrote, and every reward term."""
     rust, judgement = s.rust, s.judgement
     return {
         "step": step,
         "task_id": s.sample.task.id,
+        "difficulty": s.sample.task.difficulty,
         "sample": s.sample.index,
         "process": process,
         "policy_version": s.sample.policy_version,
@@ -168,7 +216,7 @@ def _cell(value) -> str:
 class StepProgress:
     """A rich progress bar with ETA on a terminal; a plain line per step elsewhere (CI, logs)."""
 
-    def __init__(self, total: int, enabled: bool, console: Console):
+    def __init__(self, total: int, enabled: bool, console: Console, start: int = 0):
         self.console = console
         self.enabled = enabled
         self.live = enabled and console.is_terminal
@@ -181,7 +229,7 @@ class StepProgress:
             console=console,
             disable=not self.live,
         )
-        self.task = self.progress.add_task("train", total=total, info="")
+        self.task = self.progress.add_task("train", total=total, completed=start, info="")
 
     def __enter__(self) -> StepProgress:
         self.progress.__enter__()

@@ -34,10 +34,19 @@ from rich.console import Console
 
 from . import config as config_module
 from .algo import batch_normalize, group_advantages
-from .checkpoint import save_checkpoint
+from .checkpoint import (
+    Checkpoint,
+    load_checkpoint,
+    load_policy_weights,
+    prune_checkpoints,
+    remove_after,
+    save_checkpoint,
+    set_rng_state,
+)
 from .config import Config, ConfigError
 from .curriculum import CurriculumSampler, is_zero_variance, sample_success
 from .metrics import RunLogger, StepProgress, score_metrics
+from .resume import ResumePoint, trim_logs
 from .rust import RustJudge, Toolchain
 from .scoring import Scorer
 from .student import Generator, load_student, pick_device, pick_dtype, resolve_source
@@ -106,6 +115,7 @@ class Run:
         run_dir: Path,
         console: Console,
         accelerator=None,
+        eval_tasks: list[Task] | None = None,
     ):
         """`accelerator`: this process's (from `make_accelerator`); made here when None.
 
@@ -131,7 +141,12 @@ class Run:
         # Every process holds the same sampler and feeds it the same gathered results, so all
         # of them draw the same tasks each step.
         self.sampler = CurriculumSampler(tasks, config.curriculum, config.run.seed)
-        self.logger = RunLogger(run_dir, config.logging.samples) if self.is_main else None
+        self.logger = (
+            RunLogger(run_dir, config.logging.samples, config.logging.tensorboard)
+            if self.is_main
+            else None
+        )
+        self.eval_tasks = (eval_tasks or [])[: config.eval.max_tasks or None]
         params = sum(p.numel() for p in model.parameters())
         console.print(
             f"student: {config.student.model} ({params / 1e6:.1f}M params, {dtype}, "
@@ -216,15 +231,64 @@ class Run:
         )
         if self.scorer.teacher is not None:
             row.update(self.scorer.teacher.metrics())  # this process's teacher calls
+        row.update(await self.periodic_eval(iteration))
         if self.logger is not None:
             self.logger.log_step(row)
             self.logger.log_samples(iteration, scored, flat_adv, processes)
         return row
 
+    async def periodic_eval(self, iteration: int) -> dict[str, float | None]:
+        """eval_* columns: measured every `eval.every` steps, empty (None) in between."""
+        from .evaluate import evaluate_policy  # evaluate imports this module
+
+        cfg = self.config.eval
+        if not cfg.every or not self.eval_tasks:
+            return {}
+        ks = sorted({1, cfg.samples})
+        keys = ["parse_rate", "compile_rate", "test_pass_rate", "mean_reward"]
+        keys += [f"pass@{k}" for k in ks]
+        if iteration % cfg.every:
+            return {f"eval_{key}": None for key in [*keys, "seconds"]}
+        started = time.perf_counter()
+        scorer = Scorer(self.scorer.rust, None, self.config.rewards)
+        result = await evaluate_policy(
+            self.generator,
+            scorer,
+            self.eval_tasks,
+            cfg.samples,
+            ks,
+            self.threads,
+            self.config.run.seed,
+        )
+        row: dict[str, float | None] = {f"eval_{key}": result.rows["all"][key] for key in keys}
+        row["eval_seconds"] = time.perf_counter() - started
+        return row
+
     def save(self, step: int) -> Path:
-        state = {"policy_version": self.trainer.version, "sampler": self.sampler.state()}
-        model = self.trainer.export_model()  # with LoRA: the adapters merged into a copy
-        return save_checkpoint(self.run_dir, step, model, self.tokenizer, state)
+        """Checkpoint after `step`, then delete all but the newest `checkpoint.keep`."""
+        path = save_checkpoint(
+            self.run_dir,
+            step,
+            model=self.trainer.policy,
+            tokenizer=self.tokenizer,
+            trainer_state=self.trainer.state_dict(),
+            sampler_state=self.sampler.state(),
+            config=self.config,
+            metrics_rows=self.logger.rows if self.logger is not None else 0,
+            tasks=self.sampler.tasks,
+        )
+        prune_checkpoints(self.run_dir, self.config.checkpoint.keep)
+        return path
+
+    def restore(self, path: Path) -> Checkpoint:
+        """Continue from a checkpoint: weights, trainer and sampler state, then the RNGs (last,
+        so nothing done while loading draws from them)."""
+        checkpoint = load_checkpoint(path)
+        load_policy_weights(self.trainer.policy, path)
+        self.trainer.load_state_dict(checkpoint.trainer)
+        self.sampler.load_state(checkpoint.sampler)
+        set_rng_state(checkpoint.rng)
+        return checkpoint
 
 
 async def generate_and_score(
@@ -323,11 +387,15 @@ async def train(
     toolchain: Toolchain,
     teacher: Teacher | None,
     console: Console,
+    *,
+    resume: ResumePoint | None = None,
+    eval_tasks: list[Task] | None = None,
 ) -> Path:
-    """Run `trainer.max_steps` steps and save the final checkpoint; returns the run directory.
+    """Run steps up to `trainer.max_steps`, checkpointing every `checkpoint.every` and after the
+    last; with `resume`, continue that run from its checkpoint. Returns the run directory.
 
-    Under `accelerate launch` every process runs this; only the main process makes the run
-    directory, prints and writes files, and the others learn its name from it.
+    Under `accelerate launch` every process runs this; only the main process makes (or prepares)
+    the run directory, prints and writes files, and the others learn its name from it.
     """
     resolve_source(config.student.model)  # a missing model fails before a run dir is made
     accelerator = make_accelerator(pick_device(config.student.device))
@@ -343,7 +411,11 @@ async def train(
     made: tuple[str | None, str | None] = (None, None)
     if main:
         try:
-            made = (str(make_run_dir(config)), None)
+            if resume is None:
+                made = (str(make_run_dir(config)), None)
+            else:
+                _prepare_resume(resume, console)
+                made = (str(resume.run_dir), None)
         except FileExistsError as exc:
             made = (None, str(exc))
     path, problem = from_main(made, accelerator)
@@ -354,25 +426,70 @@ async def train(
         config_module.save(config, run_dir / "config.yaml")
     console.print(f"run: {run_dir}")
     run = await anyio.to_thread.run_sync(
-        lambda: Run(config, tasks, toolchain, teacher, run_dir, console, accelerator)
+        lambda: Run(config, tasks, toolchain, teacher, run_dir, console, accelerator, eval_tasks)
     )
-    steps = config.trainer.max_steps
+    done, saved = 0, None
+    if resume is not None:
+        restored = await anyio.to_thread.run_sync(run.restore, resume.checkpoint)
+        done = saved = restored.step
+        if run.logger is not None and run.logger.rows != restored.metrics_rows:
+            console.print(
+                f"note: metrics.jsonl holds {run.logger.rows} rows up to step {done}; the "
+                f"checkpoint counted {restored.metrics_rows} (was the file edited?)"
+            )
+    steps, every = config.trainer.max_steps, config.checkpoint.every
     try:
-        with StepProgress(steps, config.logging.progress, console) as progress:
-            for iteration in range(1, steps + 1):
+        with StepProgress(steps, config.logging.progress, console, start=done) as progress:
+            for iteration in range(done + 1, steps + 1):
                 progress.advance(await run.step(iteration))
-                if teacher is not None:
-                    teacher.raise_if_stopped()  # teacher.on_budget=stop: end after this step
-    except TeacherBudgetExhausted as exc:
-        console.print(f"{exc}; teacher.on_budget is stop: the run ends after step {iteration}")
-        steps = iteration
+                if every and iteration % every == 0 and iteration < steps and main:
+                    await anyio.to_thread.run_sync(run.save, iteration)
+                    saved = iteration
+                # teacher.on_budget=stop ends the run after this step; the main process decides,
+                # so every process stops at the same step.
+                if from_main(_budget_stop(teacher), accelerator):
+                    console.print(
+                        f"{_budget_stop(teacher)}; teacher.on_budget is stop: the run ends "
+                        f"after step {iteration}"
+                    )
+                    steps = iteration
+                    break
     finally:
+        if run.logger is not None:
+            run.logger.close()
         if teacher is not None:
             await teacher.aclose()
-    if main:
-        checkpoint = await anyio.to_thread.run_sync(run.save, steps)
-        console.print(
-            f"done: {steps} steps; metrics in {run_dir / 'metrics.csv'}; model in {checkpoint}"
-        )
+    last = max(steps, done)
+    checkpoint = run_dir / "checkpoints" / f"step_{last}"
+    if saved != last and main:
+        checkpoint = await anyio.to_thread.run_sync(run.save, last)
+    console.print(
+        f"done: {last} steps; metrics in {run_dir / 'metrics.csv'}; model in {checkpoint}"
+    )
     accelerator.wait_for_everyone()
     return run_dir
+
+
+def _budget_stop(teacher: Teacher | None) -> str | None:
+    """Why the teacher ended the run (on_budget=stop and the budget is spent), if it did."""
+    if teacher is None:
+        return None
+    try:
+        teacher.raise_if_stopped()
+    except TeacherBudgetExhausted as exc:
+        return str(exc)
+    return None
+
+
+def _prepare_resume(resume: ResumePoint, console: Console) -> None:
+    """Make the run directory agree with the checkpoint: no later checkpoints, no later rows."""
+    removed = remove_after(resume.run_dir, resume.step)
+    dropped = trim_logs(resume.run_dir, resume.step)
+    console.print(f"resuming {resume.run_dir} from {resume.checkpoint.name}")
+    if removed:
+        console.print(f"removed newer checkpoints: {', '.join(p.name for p in removed)}")
+    if any(dropped.values()):
+        console.print(
+            "dropped rows logged after the checkpoint: "
+            + ", ".join(f"{n} from {name}" for name, n in dropped.items() if n)
+        )

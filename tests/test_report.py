@@ -1,0 +1,144 @@
+"""Report: a real run's plots and summary, TensorBoard files, periodic eval columns, and a
+hand-written run with other columns (a teacher, no samples) to check what is drawn or skipped."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import math
+
+import pytest
+
+from rlaif.report import write_report
+from tests.conftest import run_cli
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def run_dir(tiny_model_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs")
+    done = run_cli(
+        "--set",
+        f"student.model={tiny_model_dir}",
+        "--set",
+        "student.max_new_tokens=16",
+        "--set",
+        "trainer.samples_per_prompt=2",
+        "--set",
+        "trainer.max_steps=3",
+        "--set",
+        "teacher.provider=none",
+        "--set",
+        "logging.tensorboard=true",
+        "--set",
+        "eval.every=2",
+        "--set",
+        "eval.max_tasks=2",
+        "--set",
+        f"cache.dir={out / 'cache'}",
+        "--set",
+        f"run.output_dir={out}",
+        "--set",
+        "run.name=reported",
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return out / "reported"
+
+
+def test_report_writes_one_distinct_png_per_plot_and_a_summary(run_dir):
+    done = run_cli("report", str(run_dir), timeout=180)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = run_dir / "report"
+    pngs = sorted(report.glob("*.png"))
+    names = {p.stem for p in pngs}
+    # The teacher was off: its plot is skipped with a note; every other plot has data.
+    assert names == {"reward", "pass_rates", "kl", "curriculum", "step_time", "eval"}
+    assert "skipped: teacher.png: no teacher scores" in done.stdout
+    hashes = set()
+    for png in pngs:
+        data = png.read_bytes()
+        assert data.startswith(PNG_SIGNATURE) and len(data) > 5000, png
+        hashes.add(hashlib.sha256(data).hexdigest())
+    assert len(hashes) == len(pngs)  # no two plots are the same picture
+
+    summary = (report / "README.md").read_text()
+    assert summary.startswith("# Report: reported")
+    assert "3 steps logged (1 to 3), 12 completions" in summary
+    assert "| avg_reward |" in summary and "| eval_pass@1 |" in summary
+    for name in names:
+        assert f"![{name}]({name}.png)" in summary
+    assert "- teacher.png: no teacher scores" in summary
+    best = summary.split("## Best completions")[1].split("## Worst completions")[0]
+    worst = summary.split("## Worst completions")[1]
+    assert best.count("### ") == 3 and worst.count("### ") == 3
+    rewards = [json.loads(line)["reward"] for line in (run_dir / "samples.jsonl").open()]
+    assert f"reward {max(rewards):.2f}" in best.split("### 2.")[0]
+    assert f"reward {min(rewards):.2f}" in worst.split("### 2.")[0]
+
+
+def test_tensorboard_event_files_hold_the_logged_scalars(run_dir):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
+    assert len(events) == 1 and events[0].stat().st_size > 0
+    accumulator = EventAccumulator(str(run_dir / "tensorboard"))
+    accumulator.Reload()
+    tags = accumulator.Tags()["scalars"]
+    assert [e.step for e in accumulator.Scalars("train/avg_reward")] == [1, 2, 3]
+    assert [e.step for e in accumulator.Scalars("time/step")] == [1, 2, 3]
+    assert [e.step for e in accumulator.Scalars("eval/pass_at_1")] == [2]  # eval.every = 2
+    logged = [json.loads(line) for line in (run_dir / "metrics.jsonl").open()]
+    assert accumulator.Scalars("train/kl")[2].value == pytest.approx(logged[2]["kl"], rel=1e-6)
+    assert "train/iteration" not in tags
+
+
+def test_periodic_eval_fills_its_columns_every_n_steps(run_dir):
+    with (run_dir / "metrics.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    filled = [r["iteration"] for r in rows if r["eval_pass@1"] != ""]
+    assert filled == ["2"]
+    row = rows[1]
+    assert 0 <= float(row["eval_compile_rate"]) <= 1 and float(row["eval_seconds"]) > 0
+    assert {"eval_pass@1", "eval_pass@2", "eval_test_pass_rate"} <= set(row)
+
+
+def test_a_run_with_a_teacher_and_no_samples_file(tmp_path):
+    # Hand-written rows: the teacher scored, abstained on step 2; no samples.jsonl, no eval.
+    rows = [
+        {
+            "iteration": i,
+            "avg_reward": 1.0 * i,
+            "reward_std": 0.5,
+            "compile_success_rate": 0.25 * i,
+            "kl": 0.01 * i,
+            "kl_coef": 0.05,
+            "teacher_score_mean": 0.5 if i != 2 else math.nan,
+            "teacher_abstain_rate": 0.0 if i != 2 else 1.0,
+            "step_seconds": 2.0,
+            "gen_seconds": 1.0,
+            "train_seconds": 0.5,
+        }
+        for i in (1, 2, 3)
+    ]
+    text = "".join(json.dumps(r) + "\n" for r in rows)
+    (tmp_path / "metrics.jsonl").write_text(text + '{"iteration": 4, "avg_')  # cut by a kill
+    report = write_report(tmp_path)
+    assert sorted(p.stem for p in report.plots) == [
+        "kl",
+        "pass_rates",
+        "reward",
+        "step_time",
+        "teacher",
+    ]
+    assert sorted(n.split(":")[0] for n in report.notes) == ["curriculum.png", "eval.png"]
+    summary = report.summary.read_text()
+    assert "0 completions" in summary and "(none scored)" in summary
+    # kl: first 0.01, last 0.03, lowest 0.01 at step 1, mean 0.02.
+    assert "| kl | 0.01 | 0.03 | 0.01 (1) | 0.02 |" in summary
+
+
+def test_report_on_a_directory_without_metrics_is_an_error(tmp_path):
+    done = run_cli("report", str(tmp_path), timeout=60)
+    assert done.returncode == 2 and "no metrics.jsonl" in done.stderr
