@@ -9,6 +9,7 @@ flushed after each step, so a crash loses at most the step in flight.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import math
 import statistics
@@ -120,20 +121,9 @@ def sample_record(step: int, s: Scored, advantage: float) -> dict:
         "reward": s.reward,
         "advantage": advantage,
         "components": s.components,
-        "rust": {
-            "parsed": rust.parsed,
-            "compiled": rust.compiled,
-            "errors": rust.errors,
-            "warnings": rust.warnings,
-            "error_codes": list(rust.error_codes),
-            "warning_names": list(rust.warning_names),
-            "tests_passed": rust.tests_passed,
-            "tests_total": rust.tests_total,
-            "timed_out": rust.timed_out,
-            "sandbox_error": rust.sandbox_error,
-            "seconds": round(rust.seconds, 4),
-            "log": rust.log,
-        },
+        # Every count and timing of the rustc job (tuples become JSON lists).
+        "rust": {**dataclasses.asdict(rust), "seconds": round(rust.seconds, 4)},
+        "ast": dataclasses.asdict(s.ast) if s.ast is not None else None,
         "teacher": {
             "score": judgement.score,
             "scores": judgement.scores,

@@ -31,7 +31,7 @@ from .checkpoint import save_checkpoint
 from .config import Config
 from .curriculum import TaskSampler
 from .metrics import RunLogger, StepProgress, score_metrics
-from .rust import RustJudge, Toolchain
+from .rust import RustJudge, Toolchain, rust_cache
 from .scoring import Scorer
 from .student import Generator, load_student, pick_device, pick_dtype, resolve_source
 from .teacher import Teacher
@@ -103,7 +103,8 @@ class Run:
         model, self.tokenizer = load_student(config.student, device, dtype)
         self.trainer = Trainer(model, config, make_accelerator(device))
         self.generator = Generator(self.trainer.policy, self.tokenizer, config.student)
-        self.scorer = Scorer(RustJudge(toolchain, config.rust, rust_jobs), teacher, config.rewards)
+        judge = RustJudge(toolchain, config.rust, rust_jobs, rust_cache(config.cache))
+        self.scorer = Scorer(judge, teacher, config.rewards)
         self.sampler = TaskSampler(tasks, config.curriculum.shuffle, config.run.seed)
         self.logger = RunLogger(run_dir, config.logging.samples)
         params = sum(p.numel() for p in model.parameters())

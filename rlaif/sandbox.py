@@ -1,37 +1,68 @@
-"""Run one untrusted process: scrubbed environment, resource limits, timeout, capped output.
+"""Run one untrusted process: a jail, a scrubbed environment, limits, a timeout, capped output.
 
-Everything that compiles or runs model-written code goes through `run_sandboxed`.
+Everything that compiles or runs model-written code goes through `run_sandboxed`, inside a `Job`
+(a temp dir of its own, removed afterwards, and an unprivileged uid of its own).
 
-Covered:
-- Environment: only PATH, HOME, TMPDIR and LANG (HOME and TMPDIR point at the job's own temp
-  dir), so API keys and user secrets in the parent's environment are not visible.
+Two levels, picked once per process by probing what the OS allows (`jail_level()`):
+
+"namespaces" (root, with `unshare` and `setpriv`; the project's machines):
+- Processes: a fresh PID namespace (`unshare --pid --fork --kill-child`). When the namespace's
+  first process (a `sh` that waits for the command) dies, the kernel kills every process left
+  in it, so nothing survives a job, even a process that left its group with setsid().
+  RLIMIT_NPROC does not bind root, so the command runs as a uid of its own (`setpriv`), one per
+  concurrent job, where the `processes` limit does bind: a fork bomb or a thread explosion hits
+  EAGAIN (measured: tests/test_sandbox.py) and cannot starve other jobs of their slots.
+- Files: a private mount namespace in which /tmp, /var/tmp, /dev/shm, /run, /home and /root are
+  empty tmpfs mounts that vanish with the job; only the job dir (read-write) and the toolchain
+  (read-only) are bound back in. As an unprivileged uid the command cannot write anywhere else,
+  nor read root-only files (API key files in /root, other processes' environments). It can read
+  what every user can read (/etc/passwd, world-readable files of the project).
+- Network: a fresh network namespace (only an unconfigured loopback) when `no_network` is set.
+
+"basic" (anything else, e.g. a developer's unprivileged account): the host's filesystem and
+processes; RLIMIT_NPROC binds there since the user is not root; network isolation via
+`unshare --user --net` where user namespaces are allowed.
+
+At both levels:
+- Environment: only PATH, HOME, TMPDIR and LANG (HOME and TMPDIR point at the job dir), so API
+  keys and user secrets in the parent's environment are not visible.
 - Time: a wall-clock timeout; the process runs in a new session and its whole process group is
-  SIGKILLed at the timeout, on cancellation, and once more after it exits (stragglers it forked).
-- Resources (when `Limits` are given, through util-linux `prlimit`): CPU seconds, address
-  space and file size.
+  SIGKILLed at the timeout, on cancellation, and once more after it exits.
+- Resources (`Limits`, through util-linux `prlimit`): CPU seconds, address space, file size and
+  processes (threads count as processes).
 - Output: stdout and stderr are each capped; a process that floods them is killed.
-- Network (when `no_network` is set and the OS allows it): a fresh, empty network namespace via
-  `unshare --net`, so the process has only an unconfigured loopback.
 
-Not covered (yet): the filesystem is the host's (the process can read what the user can), and the
-process count is not limited for root. A later hardening pass closes these.
+Not covered: memory by cgroup (the address-space limit stands in for it), disk use of the job dir
+beyond the per-file limit, CPU time of threads beyond RLIMIT_CPU, and kernel exploits.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import itertools
 import os
+import shlex
 import shutil
 import signal
 import subprocess
+import tempfile
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import anyio
 from anyio.abc import ByteReceiveStream
 
 SAFE_PATH = "/usr/local/bin:/usr/bin:/bin"
+# Emptied (a fresh tmpfs each) inside the jail: the world-writable dirs and the homes.
+HIDDEN_DIRS = ("/tmp", "/var/tmp", "/dev/shm", "/run", "/home", "/root")
+TMPFS_MB = 64  # size of each of those tmpfs mounts
+# Job uids: far above any real account, and per parent process, so that two trainers on one
+# host do not share a uid (RLIMIT_NPROC counts a uid's processes host-wide).
+UID_BASE = 1_500_000_000
+UIDS_PER_PROCESS = 1000
 
 
 @dataclass(frozen=True)
@@ -41,16 +72,25 @@ class Limits:
     cpu_s: int | None = None
     memory_mb: int | None = None
     file_mb: int | None = None
+    processes: int | None = None  # processes and threads of the job's uid
 
 
 @dataclass(frozen=True)
 class ProcessResult:
-    returncode: int | None  # None when it was killed by us (timeout or output flood)
+    returncode: int | None  # None when killed by us (timeout, flood); -N when killed by signal N
     stdout: str
     stderr: str
     timed_out: bool
     output_capped: bool
     seconds: float
+
+
+@dataclass(frozen=True)
+class Job:
+    """One job's own temp dir and uid (uid None at the basic level: the caller's own)."""
+
+    workdir: str
+    uid: int | None
 
 
 def scrubbed_env(workdir: str, extra_path: str | None = None, **extra: str) -> dict[str, str]:
@@ -59,9 +99,64 @@ def scrubbed_env(workdir: str, extra_path: str | None = None, **extra: str) -> d
     return {"PATH": path, "HOME": workdir, "TMPDIR": workdir, "LANG": "C.UTF-8", **extra}
 
 
+_uid_lock = threading.Lock()
+_uids_in_use: set[int] = set()
+
+
+@contextlib.contextmanager
+def job(prefix: str = "rlaif-job-") -> Iterator[Job]:
+    """A fresh temp dir owned by a fresh uid; both are released (dir removed) on exit."""
+    workdir = tempfile.mkdtemp(prefix=prefix)
+    uid = _take_uid() if jail_level() == "namespaces" else None
+    try:
+        if uid is not None:
+            os.chown(workdir, uid, uid)
+        yield Job(workdir, uid)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+        if uid is not None:
+            with _uid_lock:
+                _uids_in_use.discard(uid)
+
+
+def _take_uid() -> int:
+    base = UID_BASE + (os.getpid() % 1000) * UIDS_PER_PROCESS
+    with _uid_lock:
+        for uid in itertools.count(base):
+            if uid not in _uids_in_use:
+                _uids_in_use.add(uid)
+                return uid
+    raise AssertionError("unreachable")
+
+
+@functools.cache
+def jail_level() -> str:
+    """'namespaces' where this process may build the full jail, else 'basic' (probed once)."""
+    unshare, setpriv = shutil.which("unshare"), shutil.which("setpriv")
+    if os.geteuid() != 0 or unshare is None or setpriv is None:
+        return "basic"
+    probe = [
+        unshare,
+        *_NAMESPACE_FLAGS,
+        "--net",
+        "/bin/sh",
+        "-c",
+        f"mount -t tmpfs -o size=1m tmpfs /tmp && exec {setpriv} --reuid={UID_BASE} "
+        f"--regid={UID_BASE} --clear-groups true",
+    ]
+    try:
+        ok = subprocess.run(probe, capture_output=True, timeout=20).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        ok = False
+    return "namespaces" if ok else "basic"
+
+
+_NAMESPACE_FLAGS = ("--pid", "--fork", "--kill-child", "--mount-proc", "--propagation", "private")
+
+
 @functools.cache
 def network_isolation_prefix() -> tuple[str, ...]:
-    """The command prefix that runs a process without network, or () where the OS refuses."""
+    """At the basic level: the prefix that runs a process without network, or () if refused."""
     unshare = shutil.which("unshare")
     if unshare is None:
         return ()
@@ -75,11 +170,11 @@ def network_isolation_prefix() -> tuple[str, ...]:
     return ()
 
 
-def _limit_prefix(limits: Limits) -> list[str]:
+def _limit_args(limits: Limits) -> list[str]:
     prlimit = shutil.which("prlimit")
     if prlimit is None:
         raise RuntimeError(
-            "util-linux `prlimit` is needed to limit test binaries; install util-linux"
+            "util-linux `prlimit` is needed to limit sandboxed processes; install util-linux"
         )
     args = [prlimit]
     if limits.cpu_s is not None:
@@ -89,24 +184,68 @@ def _limit_prefix(limits: Limits) -> list[str]:
         args.append(f"--as={limits.memory_mb * 2**20}")
     if limits.file_mb is not None:
         args.append(f"--fsize={limits.file_mb * 2**20}")
+    if limits.processes is not None:
+        args.append(f"--nproc={limits.processes}")
     return [*args, "--"]
+
+
+def _jail_command(
+    argv: list[str], job: Job, cwd: str, read_only: tuple[str, ...], no_network: bool
+) -> list[str]:
+    """The full jail around `argv` (see the module docstring).
+
+    Each directory to keep is opened (fd 3, 4, ...) inside the new mount namespace before a tmpfs
+    hides its path; binding from /proc/self/fd/N then brings the real directory back at its name.
+    """
+    keep = [(job.workdir, False), *((d, True) for d in read_only)]
+    lines = ["set -e"]
+    lines += [f"exec {3 + i}< {shlex.quote(path)}" for i, (path, _) in enumerate(keep)]
+    for hidden in HIDDEN_DIRS:
+        if os.path.isdir(hidden) and not os.path.islink(hidden):
+            lines.append(f"mount -t tmpfs -o size={TMPFS_MB}m,mode=1777 tmpfs {hidden}")
+    for i, (path, ro) in enumerate(keep):
+        q = shlex.quote(path)
+        lines.append(f"mkdir -p {q} && mount -c --bind /proc/self/fd/{3 + i} {q}")
+        if ro:
+            lines.append(f"mount -c -o remount,bind,ro {q}")
+        lines.append(f"exec {3 + i}<&-")
+    uid = job.uid
+    lines += [
+        f"cd {shlex.quote(cwd)}",
+        # Not `exec`: the shell stays PID 1 of the namespace, so the command gets the default
+        # signal handling (the kernel shields a namespace's PID 1 from its own signals).
+        f"set +e; {shutil.which('setpriv')} --reuid={uid} --regid={uid} --clear-groups "
+        f'--no-new-privs -- "$@"; exit $?',
+    ]
+    unshare = shutil.which("unshare") or "unshare"
+    prefix = [unshare, *_NAMESPACE_FLAGS, *(("--net",) if no_network else ())]
+    return [*prefix, "/bin/sh", "-c", "\n".join(lines), "rlaif-jail", *argv]
 
 
 async def run_sandboxed(
     argv: list[str],
     *,
-    cwd: str,
+    job: Job,
     env: dict[str, str],
     timeout_s: float,
+    cwd: str | None = None,
     limits: Limits | None = None,
     no_network: bool = False,
+    read_only: tuple[str, ...] = (),
     max_output_bytes: int = 64 * 1024,
 ) -> ProcessResult:
-    """Run `argv` to completion or until killed; expected failures are in the result."""
+    """Run `argv` in `job`'s jail to completion or until killed; failures are in the result.
+
+    `read_only` names directories (e.g. the toolchain) to keep visible, read-only, in the jail.
+    """
+    cwd = cwd or job.workdir
     command = list(argv)
     if limits is not None:
-        command = _limit_prefix(limits) + command
-    if no_network:
+        command = _limit_args(limits) + command
+    jailed = job.uid is not None
+    if jailed:
+        command = _jail_command(command, job, cwd, read_only, no_network)
+    elif no_network:
         command = [*network_isolation_prefix(), *command]
 
     start = time.perf_counter()
@@ -139,8 +278,11 @@ async def run_sandboxed(
         with anyio.CancelScope(shield=True):
             await process.aclose()
     killed = timed_out or capped
+    returncode = process.returncode
+    if jailed and returncode is not None and returncode > 128:
+        returncode = 128 - returncode  # the jail's shell reports "killed by N" as 128 + N
     return ProcessResult(
-        returncode=None if killed else process.returncode,
+        returncode=None if killed else returncode,
         stdout=out.decode("utf-8", "replace"),
         stderr=err.decode("utf-8", "replace"),
         timed_out=timed_out,
@@ -152,3 +294,12 @@ async def run_sandboxed(
 def _kill_group(pgid: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):  # already gone
         os.killpg(pgid, signal.SIGKILL)
+
+
+def signal_name(returncode: int | None) -> str | None:
+    """'SIGKILL' for -9 and so on; None when the process was not killed by a signal."""
+    if returncode is None or returncode >= 0:
+        return None
+    with contextlib.suppress(ValueError):
+        return signal.Signals(-returncode).name
+    return f"signal {-returncode}"

@@ -115,7 +115,8 @@ def test_abstaining_teacher_makes_its_term_nan_not_zero():
         judge(CORRECT), Judgement(abstained="timeout"), True, RewardsConfig()
     )
     assert math.isnan(components["teacher"]) and math.isnan(sources["teacher"])
-    assert sources["rust"] == 8 + 10 + 5 + 1 + 10 + 5
+    # parse + compile + no errors + no warnings + clippy clean + 3/3 tests + all-pass bonus
+    assert sources["rust"] == 8 + 10 + 5 + 1 + 1 + 10 + 5
 
 
 def test_test_output_parser_survives_a_crash_mid_run():
