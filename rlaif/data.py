@@ -63,6 +63,15 @@ def _parse_line(line: str, where: str, errors: list[str]) -> Task | None:
     if not isinstance(row, dict):
         errors.append(f"{where}: expected a JSON object, got {type(row).__name__}")
         return None
+    try:
+        return task_from_row(row, where)
+    except DataError as exc:
+        errors.extend(str(exc).split("\n"))
+        return None
+
+
+def task_from_row(row: dict, where: str) -> Task:
+    """One task from a parsed JSON row; raises DataError naming `where` and each bad field."""
     problems = []
     for name in REQUIRED:
         if name not in row:
@@ -80,8 +89,7 @@ def _parse_line(line: str, where: str, errors: list[str]) -> Task | None:
                 f"{where}: {name}: unknown field (known: {', '.join(REQUIRED + OPTIONAL)})"
             )
     if problems:
-        errors.extend(problems)
-        return None
+        raise DataError("\n".join(problems))
     return Task(
         id=row["id"],
         prompt=row["prompt"],

@@ -124,7 +124,7 @@ def ast_terms(r: RustResult, m: AstMetrics, has_code: bool, w: RewardsConfig) ->
         "structure": w.structure * structure,
         "quality": w.quality * max(quality, w.quality_floor),
         "idioms": w.idioms * idioms,
-        "complexity": w.complexity * excess,
+        "complexity": w.complexity * excess if excess else 0.0,
     }
 
 

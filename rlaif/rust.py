@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import re
 import shutil
 import signal
@@ -130,6 +131,12 @@ def compile_time_read(code: str) -> str | None:
     return f"refused before compiling: {found.group(0).strip()!r} reads files at compile time"
 
 
+def default_concurrency(config: RustConfig) -> int:
+    """`rust.concurrency`, or cores - 1 (at least 1) when it is 0 (as pipeline.rust_concurrency)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return config.concurrency or max(1, (cores or 1) - 1)
+
+
 def rust_cache(config: CacheConfig) -> ResultCache | None:
     """The on-disk cache of rustc results under `cache.dir`, or None when `cache.rust` is off."""
     if not config.rust:
@@ -152,6 +159,7 @@ class RustJudge:
         self.limiter = anyio.CapacityLimiter(concurrency)
         self.cache = cache
         self.use_clippy = config.clippy and toolchain.clippy is not None
+        self._in_flight: dict[str, anyio.Event] = {}  # cache key -> set when its job is done
         self._bin_dir = str(Path(toolchain.rustc).parent)
 
     def cache_key_for(self, code: str, tests: str, harness: str) -> str:
@@ -175,15 +183,24 @@ class RustJudge:
         reason = compile_time_read(code)
         if reason is not None:
             return RustResult(rejected=reason, log=reason)
-        key = self.cache_key_for(code, tests, harness) if self.cache is not None else None
-        if self.cache is not None and key is not None:
-            stored = self.cache.get(key)
-            if stored is not None:
-                return dataclasses.replace(result_from_dict(stored), cached=True)
-        async with self.limiter:
-            result = await self._job_in_sandbox(code, tests, harness)
-        if key is not None and self.cache is not None and _cacheable(result):
-            self.cache.set(key, dataclasses.asdict(result))
+        if self.cache is None:
+            async with self.limiter:
+                return await self._job_in_sandbox(code, tests, harness)
+        key = self.cache_key_for(code, tests, harness)
+        while key in self._in_flight:  # the same code is being judged now: wait for its result
+            await self._in_flight[key].wait()
+        stored = self.cache.get(key)
+        if stored is not None:
+            return dataclasses.replace(result_from_dict(stored), cached=True)
+        self._in_flight[key] = done = anyio.Event()
+        try:
+            async with self.limiter:
+                result = await self._job_in_sandbox(code, tests, harness)
+            if _cacheable(result):
+                self.cache.set(key, dataclasses.asdict(result))
+        finally:
+            del self._in_flight[key]
+            done.set()
         return result
 
     async def _job_in_sandbox(self, code: str, tests: str, harness: str) -> RustResult:
