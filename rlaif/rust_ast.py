@@ -127,7 +127,7 @@ def rust_metrics(code: str) -> AstMetrics:
             counts[kind] += 1
         if kind in COMMENTS:
             continue
-        if node.child_count == 0 and not _inside_comment(node):
+        if node.child_count == 0 and node.end_byte > node.start_byte and not _inside_comment(node):
             code_lines.update(range(node.start_point[0], node.end_point[0] + 1))
         if kind == "type_identifier" and node.text is not None:
             name = node.text.decode()
