@@ -20,8 +20,11 @@ Two levels, picked once per process by probing what the OS allows (`jail_level()
 - Network: a fresh network namespace (only an unconfigured loopback) when `no_network` is set.
 
 "basic" (anything else, e.g. a developer's unprivileged account): the host's filesystem and
-processes; RLIMIT_NPROC binds there since the user is not root; network isolation via
-`unshare --user --net` where user namespaces are allowed.
+processes; network isolation via `unshare --user --net` where user namespaces are allowed.
+RLIMIT_NPROC binds a non-root user, but it counts every process and thread the user already runs
+(a desktop session has hundreds), so there the limit is set to that count plus `processes`:
+a fork bomb still stops, a little later, and concurrent jobs share the headroom. As root outside
+the jail, nothing limits processes: only the timeout and the process-group kill remain.
 
 At both levels:
 - Environment: only PATH, HOME, TMPDIR and LANG (HOME and TMPDIR point at the job dir), so API
@@ -170,7 +173,7 @@ def network_isolation_prefix() -> tuple[str, ...]:
     return ()
 
 
-def _limit_args(limits: Limits) -> list[str]:
+def _limit_args(limits: Limits, own_uid: bool) -> list[str]:
     prlimit = shutil.which("prlimit")
     if prlimit is None:
         raise RuntimeError(
@@ -185,8 +188,24 @@ def _limit_args(limits: Limits) -> list[str]:
     if limits.file_mb is not None:
         args.append(f"--fsize={limits.file_mb * 2**20}")
     if limits.processes is not None:
-        args.append(f"--nproc={limits.processes}")
+        # A uid of its own starts from zero; the caller's uid already runs tasks of its own.
+        base = 0 if own_uid else tasks_of_uid(os.geteuid())
+        args.append(f"--nproc={base + limits.processes}")
     return [*args, "--"]
+
+
+def tasks_of_uid(uid: int) -> int:
+    """Processes and threads `uid` runs now (what RLIMIT_NPROC counts), from /proc."""
+    count = 0
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            if entry.stat().st_uid == uid:
+                count += len(os.listdir(f"/proc/{entry.name}/task"))
+        except OSError:
+            continue  # exited while we looked
+    return count
 
 
 def _jail_command(
@@ -240,9 +259,9 @@ async def run_sandboxed(
     """
     cwd = cwd or job.workdir
     command = list(argv)
-    if limits is not None:
-        command = _limit_args(limits) + command
     jailed = job.uid is not None
+    if limits is not None:
+        command = _limit_args(limits, own_uid=jailed) + command
     if jailed:
         command = _jail_command(command, job, cwd, read_only, no_network)
     elif no_network:
