@@ -26,7 +26,7 @@ class Scorer:
 
     async def score_one(self, sample: Sample) -> Scored:
         rust = await self.rust.judge(sample.code, sample.task.tests, sample.task.harness)
-        ast = rust_metrics(sample.code) if sample.code else None
+        ast = rust_metrics(sample.code)  # for code-less samples too: every sample has every term
         if self.teacher is None:
             judgement = Judgement(abstained=TEACHER_OFF)
         else:
