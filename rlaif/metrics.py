@@ -66,6 +66,8 @@ def score_metrics(scored: list[Scored]) -> dict[str, float]:
         "rust_errors_mean": _mean([s.rust.errors for s in scored]),
         "rust_timeouts": sum(s.rust.timed_out for s in scored),
         "rust_sandbox_errors": sum(s.rust.sandbox_error is not None for s in scored),
+        "rust_cached_rate": sum(s.rust.cached for s in scored) / n,
+        "clippy_lints_mean": _mean([s.rust.clippy_lints for s in scored if s.rust.clippy_ran]),
         "teacher_score_mean": _mean(teacher_scores),
         "teacher_abstain_rate": (len(judged) - len(teacher_scores)) / len(judged)
         if judged

@@ -297,6 +297,8 @@ async def run_sandboxed(
         with anyio.CancelScope(shield=True):
             await process.aclose()
     killed = timed_out or capped
+    if jailed and killed:
+        await _reap_uid(job.uid)
     returncode = process.returncode
     if jailed and returncode is not None and returncode > 128:
         returncode = 128 - returncode  # the jail's shell reports "killed by N" as 128 + N
@@ -308,6 +310,34 @@ async def run_sandboxed(
         output_capped=capped,
         seconds=time.perf_counter() - start,
     )
+
+
+def pids_of_uid(uid: int) -> list[int]:
+    pids = []
+    for entry in os.scandir("/proc"):
+        try:
+            if entry.name.isdigit() and entry.stat().st_uid == uid:
+                pids.append(int(entry.name))
+        except OSError:
+            continue  # exited while we looked
+    return pids
+
+
+async def _reap_uid(uid: int | None, timeout_s: float = 5.0) -> None:
+    """Wait until no process of the job's uid is left (killing any that are).
+
+    Killing the jail's outer process returns at once, while the kernel is still tearing down
+    the PID namespace: its processes die a few milliseconds later. Waiting here means a job that
+    returns has nothing left running, and its uid can be reused.
+    """
+    if uid is None:
+        return
+    with anyio.move_on_after(timeout_s), anyio.CancelScope(shield=True):
+        while pids := pids_of_uid(uid):
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signal.SIGKILL)
+            await anyio.sleep(0.005)
 
 
 def _kill_group(pgid: int) -> None:

@@ -45,8 +45,15 @@ def processes_with(marker: str) -> list[int]:
     return found
 
 
+def processes_of_job_uids() -> list[int]:
+    """Processes running as any job uid of this test process (jail level only)."""
+    first = sandbox.UID_BASE + (os.getpid() % 1000) * sandbox.UIDS_PER_PROCESS
+    return [pid for uid in range(first, first + 8) for pid in sandbox.pids_of_uid(uid)]
+
+
 def host_is_healthy() -> None:
-    """A normal job still compiles and passes afterwards."""
+    """Nothing of the job still runs, and a normal job still compiles and passes afterwards."""
+    assert processes_of_job_uids() == []
     r = judge("fn one() -> i32 { 1 }", "#[test]\nfn t() { assert_eq!(one(), 1); }")
     assert r.all_tests_passed, r.log
 
@@ -125,6 +132,7 @@ def test_the_test_cannot_read_an_api_key_of_the_parent(monkeypatch):
     code = 'fn key() -> Option<String> { std::env::var("ANTHROPIC_API_KEY").ok() }'
     r = judge(code, "#[test]\nfn absent() { assert_eq!(key(), None); }")
     assert r.all_tests_passed, r.log
+    host_is_healthy()
 
 
 def test_env_macros_see_the_scrubbed_environment_at_compile_time(monkeypatch):
@@ -163,6 +171,7 @@ def test_writes_outside_the_job_dir_do_not_reach_the_host():
     r = judge(code, "#[test]\nfn t() { assert_eq!(escape(), 1); }")
     assert r.all_tests_passed, r.log  # writing inside its own dir works
     assert [t for t in targets if os.path.exists(t)] == []
+    host_is_healthy()
 
 
 @pytest.mark.skipif(not JAILED, reason="the namespace jail needs root, unshare and setpriv")
