@@ -205,7 +205,8 @@ class RustJudge:
 
     async def _job_in_sandbox(self, code: str, tests: str, harness: str) -> RustResult:
         try:
-            with sandbox.job("rlaif-rust-") as job:
+            kept = (self.toolchain.sysroot,) if self.toolchain.sysroot else ()
+            with sandbox.job("rlaif-rust-", read_only=kept) as job:
                 return await _Job(self, job, code, tests, harness).run()
         except (OSError, RuntimeError) as exc:
             return RustResult(sandbox_error=f"{type(exc).__name__}: {exc}")
@@ -340,7 +341,6 @@ class _Job:
             env=scrubbed_env(self.job.workdir, judge._bin_dir, **(env or {})),
             timeout_s=self.config.timeout_s,
             limits=RUSTC_LIMITS,
-            read_only=(judge.toolchain.sysroot,) if judge.toolchain.sysroot else (),
             max_output_bytes=1024 * 1024,
         )
 

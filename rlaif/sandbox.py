@@ -90,10 +90,16 @@ class ProcessResult:
 
 @dataclass(frozen=True)
 class Job:
-    """One job's own temp dir and uid (uid None at the basic level: the caller's own)."""
+    """One job's own temp dir and uid (uid None at the basic level: the caller's own).
+
+    At the namespace level the job's tree is `base/` (root's, 0711) holding `work/` (the job
+    uid's: the only place its processes may write) and `jail.fstab` (root's, 0600: the mounts
+    of the jail, out of the job's reach).
+    """
 
     workdir: str
     uid: int | None
+    fstab: str | None = None
 
 
 def scrubbed_env(workdir: str, extra_path: str | None = None, **extra: str) -> dict[str, str]:
@@ -107,16 +113,26 @@ _uids_in_use: set[int] = set()
 
 
 @contextlib.contextmanager
-def job(prefix: str = "rlaif-job-") -> Iterator[Job]:
-    """A fresh temp dir owned by a fresh uid; both are released (dir removed) on exit."""
-    workdir = tempfile.mkdtemp(prefix=prefix)
+def job(prefix: str = "rlaif-job-", read_only: tuple[str, ...] = ()) -> Iterator[Job]:
+    """A fresh temp dir owned by a fresh uid; both are released (dir removed) on exit.
+
+    `read_only` names directories (the toolchain) that the jail keeps visible, read-only."""
+    base = tempfile.mkdtemp(prefix=prefix)
     uid = _take_uid() if jail_level() == "namespaces" else None
     try:
-        if uid is not None:
-            os.chown(workdir, uid, uid)
-        yield Job(workdir, uid)
+        if uid is None:
+            yield Job(base, None)
+            return
+        os.chmod(base, 0o711)
+        workdir = os.path.join(base, "work")
+        os.mkdir(workdir, 0o700)
+        os.chown(workdir, uid, uid)
+        fstab = os.path.join(base, "jail.fstab")
+        with open(os.open(fstab, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as f:
+            f.write(_jail_fstab(workdir, read_only))
+        yield Job(workdir, uid, fstab)
     finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+        shutil.rmtree(base, ignore_errors=True)
         if uid is not None:
             with _uid_lock:
                 _uids_in_use.discard(uid)
@@ -208,37 +224,61 @@ def tasks_of_uid(uid: int) -> int:
     return count
 
 
-def _jail_command(
-    argv: list[str], job: Job, cwd: str, read_only: tuple[str, ...], no_network: bool
-) -> list[str]:
-    """The full jail around `argv` (see the module docstring).
+def _jail_fstab(workdir: str, read_only: tuple[str, ...]) -> str:
+    """The jail's mounts, in order, as one fstab for a single `mount -a` (one process, not ten).
 
-    Each directory to keep is opened (fd 3, 4, ...) inside the new mount namespace before a tmpfs
-    hides its path; binding from /proc/self/fd/N then brings the real directory back at its name.
+    First an empty tmpfs over each of HIDDEN_DIRS, then the kept directories bound back at their
+    own paths from /proc/self/fd/N: the jail's shell opens them (fd 3, 4, ...) before the tmpfs
+    mounts hide their names, and the fd still points at the real directory. `mount -a` reads the
+    whole table before mounting, so the table may itself live in a hidden directory.
     """
-    keep = [(job.workdir, False), *((d, True) for d in read_only)]
-    lines = ["set -e"]
-    lines += [f"exec {3 + i}< {shlex.quote(path)}" for i, (path, _) in enumerate(keep)]
-    for hidden in HIDDEN_DIRS:
-        if os.path.isdir(hidden) and not os.path.islink(hidden):
-            lines.append(f"mount -t tmpfs -o size={TMPFS_MB}m,mode=1777 tmpfs {hidden}")
-    for i, (path, ro) in enumerate(keep):
-        q = shlex.quote(path)
-        lines.append(f"mkdir -p {q} && mount -c --bind /proc/self/fd/{3 + i} {q}")
-        if ro:
-            lines.append(f"mount -c -o remount,bind,ro {q}")
-        lines.append(f"exec {3 + i}<&-")
-    uid = job.uid
-    lines += [
-        f"cd {shlex.quote(cwd)}",
-        # Not `exec`: the shell stays PID 1 of the namespace, so the command gets the default
-        # signal handling (the kernel shields a namespace's PID 1 from its own signals).
-        f"set +e; {shutil.which('setpriv')} --reuid={uid} --regid={uid} --clear-groups "
-        f'--no-new-privs -- "$@"; exit $?',
+
+    def field(path: str) -> str:  # fstab escapes whitespace as octal
+        return path.replace("\\", "\\134").replace(" ", "\\040").replace("\t", "\\011")
+
+    lines = [
+        # The source name is ours: `mount -a` skips an entry whose source is already mounted on
+        # its target, and a host's /dev/shm is often "tmpfs" already.
+        f"rlaif-jail {field(d)} tmpfs size={TMPFS_MB}m,mode=1777,nosuid,nodev 0 0"
+        for d in HIDDEN_DIRS
+        if os.path.isdir(d) and not os.path.islink(d)
     ]
+    keep = [(workdir, "bind"), *((d, "bind,ro") for d in read_only)]
+    lines += [
+        f"/proc/self/fd/{3 + i} {field(path)} none {options},X-mount.mkdir 0 0"
+        for i, (path, options) in enumerate(keep)
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _jail_command(argv: list[str], job: Job, cwd: str, no_network: bool) -> list[str]:
+    """The full jail around `argv` (see the module docstring and `_jail_fstab`)."""
+    assert job.fstab is not None
+    with open(job.fstab) as f:
+        kept = [line.split()[1] for line in f if line.startswith("/proc/self/fd/")]
+    opens = " ".join(f"{3 + i}< {shlex.quote(_unescape(p))}" for i, p in enumerate(kept))
+    closes = " ".join(f"{3 + i}<&-" for i in range(len(kept)))
+    uid = job.uid
+    script = "\n".join(
+        [
+            "set -e",
+            f"exec {opens}",
+            f"mount -a -c -T {shlex.quote(job.fstab)}",
+            f"exec {closes}",
+            f"cd {shlex.quote(cwd)}",
+            # Not `exec`: the shell stays PID 1 of the namespace, so the command gets the default
+            # signal handling (the kernel shields a namespace's PID 1 from its own signals).
+            f"set +e; {shutil.which('setpriv')} --reuid={uid} --regid={uid} --clear-groups "
+            f'--no-new-privs -- "$@"; exit $?',
+        ]
+    )
     unshare = shutil.which("unshare") or "unshare"
     prefix = [unshare, *_NAMESPACE_FLAGS, *(("--net",) if no_network else ())]
-    return [*prefix, "/bin/sh", "-c", "\n".join(lines), "rlaif-jail", *argv]
+    return [*prefix, "/bin/sh", "-c", script, "rlaif-jail", *argv]
+
+
+def _unescape(field: str) -> str:
+    return field.replace("\\040", " ").replace("\\011", "\t").replace("\\134", "\\")
 
 
 async def run_sandboxed(
@@ -250,20 +290,16 @@ async def run_sandboxed(
     cwd: str | None = None,
     limits: Limits | None = None,
     no_network: bool = False,
-    read_only: tuple[str, ...] = (),
     max_output_bytes: int = 64 * 1024,
 ) -> ProcessResult:
-    """Run `argv` in `job`'s jail to completion or until killed; failures are in the result.
-
-    `read_only` names directories (e.g. the toolchain) to keep visible, read-only, in the jail.
-    """
+    """Run `argv` in `job`'s jail to completion or until killed; failures are in the result."""
     cwd = cwd or job.workdir
     command = list(argv)
     jailed = job.uid is not None
     if limits is not None:
         command = _limit_args(limits, own_uid=jailed) + command
     if jailed:
-        command = _jail_command(command, job, cwd, read_only, no_network)
+        command = _jail_command(command, job, cwd, no_network)
     elif no_network:
         command = [*network_isolation_prefix(), *command]
 

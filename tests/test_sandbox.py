@@ -192,7 +192,7 @@ def test_the_jail_runs_as_its_own_uid_with_empty_homes():
     assert result.returncode == 0, result.stderr
     assert int(uid) == job.uid != 0
     assert root_entries.strip() == "0"  # /root and /home are empty tmpfs mounts in the jail
-    assert tmp_listing == Path(job.workdir).name  # only the job's own dir is in /tmp
+    assert tmp_listing == Path(job.workdir).parent.name  # only the job's own tree is in /tmp
     assert int(pid) < 50  # a fresh PID namespace: only the jail setup ran before (pid 10 here)
     assert not os.path.exists(job.workdir)  # removed afterwards
 
