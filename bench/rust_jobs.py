@@ -10,7 +10,7 @@ fixed: 8 tasks of data/train.jsonl, each with four completions like the ones tra
 
 Prints the latency of one job alone, by kind; jobs/s at each concurrency beside the bound the
 machine allows, min(concurrency, cores) / mean single-job latency; and two side measurements that
-set defaults: what clippy adds to the check, and what the namespace jail adds to a job.
+set defaults: what clippy adds to a job, and what the namespace jail adds to it.
 
     python bench/rust_jobs.py [--concurrency 1,2,4] [--repeat 2]
 """
@@ -61,7 +61,7 @@ def workload() -> list[tuple[str, str, str]]:
             "correct": task.reference,
             "failing": signature.group(1) + " { todo!() }",
             "broken": task.reference + TYPE_ERROR,
-            "prose": PROSE,
+            "prose": f"{PROSE} ({task_id})",
         }
         jobs += [(kind, codes[kind], task.tests) for kind in KINDS]
     return jobs
@@ -75,14 +75,27 @@ async def run_all(judge: RustJudge, jobs: list[tuple[str, str, str]]) -> float:
     return time.perf_counter() - start
 
 
-def latencies(judge: RustJudge, jobs: list[tuple[str, str, str]]) -> list[float]:
-    """Seconds of each job run alone, one after the other."""
-    out = []
-    for _, code, tests in jobs:
-        t0 = time.perf_counter()
-        anyio.run(judge.judge, code, tests)
-        out.append(time.perf_counter() - t0)
-    return out
+async def alone(judges: list[RustJudge], jobs: list[tuple[str, str, str]], levels: list[str]):
+    """Seconds of each job run alone, one after the other, once per (judge, jail level) pair.
+
+    The variants take turns job by job, so a change in the machine's load (it is shared) hits
+    them alike. Returns one list of seconds per variant, and the results of the first.
+    """
+    real = sandbox.jail_level
+    seconds: list[list[float]] = [[] for _ in judges]
+    results = []
+    try:
+        for _, code, tests in jobs:
+            for i, (judge, level) in enumerate(zip(judges, levels, strict=True)):
+                sandbox.jail_level = lambda level=level: level  # type: ignore[assignment]
+                t0 = time.perf_counter()
+                result = await judge.judge(code, tests)
+                seconds[i].append(time.perf_counter() - t0)
+                if i == 0:
+                    results.append(result)
+    finally:
+        sandbox.jail_level = real
+    return seconds, results
 
 
 def mean_ms(values: list[float]) -> float:
@@ -103,13 +116,37 @@ def main() -> None:
         f"jail: {sandbox.jail_level()}; clippy: {config.clippy}"
     )
 
-    alone = latencies(RustJudge(toolchain, config, 1), jobs)
-    latency = statistics.mean(alone)
+    level = sandbox.jail_level()
+    no_clippy = dataclasses.replace(config, clippy=False)
+    variants = [RustJudge(toolchain, config, 1), RustJudge(toolchain, no_clippy, 1)]
+    levels = [level, level]
+    if level == "namespaces":  # the same jobs without the jail (trusted code only)
+        variants.append(RustJudge(toolchain, config, 1))
+        levels.append("basic")
+    (jailed, plain, *basic), results = anyio.run(alone, variants, jobs, levels)
+    latency = statistics.mean(jailed)
     kinds = ", ".join(
-        f"{k} {mean_ms([t for (kind, _, _), t in zip(jobs, alone, strict=True) if kind == k]):.0f}"
+        f"{k} {mean_ms([t for (kind, _, _), t in zip(jobs, jailed, strict=True) if kind == k]):.0f}"
         for k in KINDS
     )
     print(f"one job alone: mean {latency * 1000:.0f} ms ({kinds} ms)")
+    stages = ("check", "parse", "build", "run")
+    print(
+        "  of which, per job: "
+        + ", ".join(
+            f"{s} {mean_ms([getattr(r, f'{s}_seconds') for r in results]):.0f}" for s in stages
+        )
+        + " ms"
+    )
+    print(
+        f"  clippy off: mean {mean_ms(plain):.0f} ms "
+        f"(clippy adds {mean_ms(jailed) - mean_ms(plain):.0f} ms)"
+    )
+    if basic:
+        print(
+            f"  without the jail: mean {mean_ms(basic[0]):.0f} ms "
+            f"(the jail adds {mean_ms(jailed) - mean_ms(basic[0]):.0f} ms)"
+        )
     for n in (int(c) for c in args.concurrency.split(",")):
         judge = RustJudge(toolchain, config, n)
         best = min(anyio.run(run_all, judge, jobs) for _ in range(args.repeat))
@@ -117,28 +154,6 @@ def main() -> None:
         print(
             f"concurrency {n}: {len(jobs) / best:5.1f} jobs/s  bound {bound:5.1f} jobs/s  "
             f"({len(jobs) / best / bound:.0%} of it)"
-        )
-
-    # Side measurement 1: the check alone (no tests), with and without clippy, correct code.
-    checks = [(k, c, "") for k, c, _ in jobs if k == "correct"] * 3
-    for clippy in (False, True):
-        judge = RustJudge(toolchain, dataclasses.replace(config, clippy=clippy), 1)
-        seconds = [anyio.run(judge.judge, c, t).check_seconds for _, c, t in checks]
-        print(
-            f"check of correct code, clippy {'on ' if clippy else 'off'}: {mean_ms(seconds):.0f} ms"
-        )
-
-    # Side measurement 2: the whole job without the namespace jail (trusted code only).
-    if sandbox.jail_level() == "namespaces":
-        real = sandbox.jail_level
-        sandbox.jail_level = lambda: "basic"  # type: ignore[assignment]
-        try:
-            basic = latencies(RustJudge(toolchain, config, 1), jobs)
-        finally:
-            sandbox.jail_level = real
-        print(
-            f"one job alone without the jail: mean {mean_ms(basic):.0f} ms "
-            f"(the jail adds {mean_ms(alone) - mean_ms(basic):.0f} ms a job)"
         )
 
 

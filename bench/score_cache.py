@@ -35,7 +35,7 @@ def requests() -> list[tuple[int, object, str]]:
 def main() -> None:
     toolchain = find_toolchain()
     batch = requests()
-    assert len(batch) == 100 and len({c for _, _, c in batch}) == 100
+    assert len(batch) == 100 and len({(t.id, c) for _, t, c in batch}) == 100
     with tempfile.TemporaryDirectory() as cache_dir:
         config = Config(cache=CacheConfig(dir=cache_dir))
         n = default_concurrency(config.rust)
