@@ -8,15 +8,18 @@ Two levels, picked once per process by probing what the OS allows (`jail_level()
 "namespaces" (root, with `unshare` and `setpriv`; the project's machines):
 - Processes: a fresh PID namespace (`unshare --pid --fork --kill-child`). When the namespace's
   first process (a `sh` that waits for the command) dies, the kernel kills every process left
-  in it, so nothing survives a job, even a process that left its group with setsid().
+  in it, so nothing survives a job, even a process that left its group with setsid(); a killed
+  jail returns only once no process of the job's uid is left.
   RLIMIT_NPROC does not bind root, so the command runs as a uid of its own (`setpriv`), one per
   concurrent job, where the `processes` limit does bind: a fork bomb or a thread explosion hits
   EAGAIN (measured: tests/test_sandbox.py) and cannot starve other jobs of their slots.
 - Files: a private mount namespace in which /tmp, /var/tmp, /dev/shm, /run, /home and /root are
   empty tmpfs mounts that vanish with the job; only the job dir (read-write) and the toolchain
-  (read-only) are bound back in. As an unprivileged uid the command cannot write anywhere else,
-  nor read root-only files (API key files in /root, other processes' environments). It can read
-  what every user can read (/etc/passwd, world-readable files of the project).
+  (read-only) are bound back in, all by one `mount -a` from a root-only fstab beside the job dir.
+  As an unprivileged uid the command cannot write anywhere else that outlives the job, nor read
+  root-only files (API key files in /root, other processes' environments). It can read what
+  every user can read (/etc/passwd, world-readable files of the project).
+- Cost: about 60 ms a job of three or four jailed processes (bench/RESULTS.md).
 - Network: a fresh network namespace (only an unconfigured loopback) when `no_network` is set.
 
 "basic" (anything else, e.g. a developer's unprivileged account): the host's filesystem and
@@ -35,8 +38,11 @@ At both levels:
   processes (threads count as processes).
 - Output: stdout and stderr are each capped; a process that floods them is killed.
 
-Not covered: memory by cgroup (the address-space limit stands in for it), disk use of the job dir
-beyond the per-file limit, CPU time of threads beyond RLIMIT_CPU, and kernel exploits.
+Not covered: memory and process counts by cgroup (this machine has cgroup v1 controllers, but the
+host's cgroup tree is left alone: the address-space limit and a uid per job give the bounds),
+disk use of the job dir beyond the per-file limit, a job's CPU time summed over its processes
+(RLIMIT_CPU is per process; the wall-clock timeout bounds the rest), reading world-readable
+files, and kernel exploits.
 """
 
 from __future__ import annotations

@@ -176,6 +176,10 @@ def test_main_harness_one_test_that_passes_on_exit_code_zero():
         RustJudge(find_toolchain(), RustConfig(), 1).judge, open_fn, "}\n\n" + MAIN_TESTS, "main"
     )
     assert r.all_tests_passed, r.log
+    # A lint inside the task's own main (an unused variable there) is not the student's.
+    linted = MAIN_TESTS.replace("fn main() {", "fn main() {\n    let unused = 1;")
+    r = anyio.run(RustJudge(find_toolchain(), RustConfig(), 1).judge, CORRECT, linted, "main")
+    assert r.all_tests_passed and r.warnings == 0, r
 
 
 def test_results_are_cached_by_code_tests_and_flags(tmp_path):
