@@ -72,6 +72,7 @@ TMPFS_MB = 64  # size of each of those tmpfs mounts
 # host do not share a uid (RLIMIT_NPROC counts a uid's processes host-wide).
 UID_BASE = 1_500_000_000
 UIDS_PER_PROCESS = 1000
+READY_FILE = "jail-ready"
 
 
 @dataclass(frozen=True)
@@ -261,15 +262,21 @@ def _jail_command(argv: list[str], job: Job, cwd: str, no_network: bool) -> list
     """The full jail around `argv` (see the module docstring and `_jail_fstab`)."""
     assert job.fstab is not None
     with open(job.fstab) as f:
-        kept = [line.split()[1] for line in f if line.startswith("/proc/self/fd/")]
-    opens = " ".join(f"{3 + i}< {shlex.quote(_unescape(p))}" for i, p in enumerate(kept))
-    closes = " ".join(f"{3 + i}<&-" for i in range(len(kept)))
+        kept = [_unescape(line.split()[1]) for line in f if line.startswith("/proc/self/fd/")]
+    # fd 3, 4, ...: the kept dirs (as the fstab expects), then the job's base dir, where the
+    # shell leaves READY_FILE once the mounts are in place: the jailed command never holds that
+    # fd nor sees that dir, so it cannot fake a successful setup (see `run_sandboxed`).
+    base_fd = 3 + len(kept)
+    assert base_fd <= 9, "sh redirects single-digit fds only"
+    opens = " ".join(f"{3 + i}< {shlex.quote(p)}" for i, p in enumerate(kept))
+    closes = " ".join(f"{fd}<&-" for fd in range(3, base_fd + 1))
     uid = job.uid
     script = "\n".join(
         [
             "set -e",
-            f"exec {opens}",
+            f"exec {opens} {base_fd}< {shlex.quote(os.path.dirname(job.fstab))}",
             f"mount -a -c -T {shlex.quote(job.fstab)}",
+            f": > /proc/self/fd/{base_fd}/{READY_FILE}",
             f"exec {closes}",
             f"cd {shlex.quote(cwd)}",
             # Not `exec`: the shell stays PID 1 of the namespace, so the command gets the default
@@ -281,6 +288,17 @@ def _jail_command(argv: list[str], job: Job, cwd: str, no_network: bool) -> list
     unshare = shutil.which("unshare") or "unshare"
     prefix = [unshare, *_NAMESPACE_FLAGS, *(("--net",) if no_network else ())]
     return [*prefix, "/bin/sh", "-c", script, "rlaif-jail", *argv]
+
+
+def _jail_ready(job: Job, reset: bool = False) -> bool:
+    """Whether the jail's shell finished its setup (see `_jail_command`); `reset` clears it."""
+    assert job.fstab is not None
+    path = os.path.join(os.path.dirname(job.fstab), READY_FILE)
+    if reset:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        return False
+    return os.path.exists(path)
 
 
 def _unescape(field: str) -> str:
@@ -306,6 +324,7 @@ async def run_sandboxed(
         command = _limit_args(limits, own_uid=jailed) + command
     if jailed:
         command = _jail_command(command, job, cwd, no_network)
+        _jail_ready(job, reset=True)
     elif no_network:
         command = [*network_isolation_prefix(), *command]
 
@@ -341,6 +360,10 @@ async def run_sandboxed(
     killed = timed_out or capped
     if jailed and killed:
         await _reap_uid(job.uid)
+    if jailed and not _jail_ready(job):
+        # Not the code's failure: the sample must be left out (NaN), not scored as bad code.
+        tail = err.decode("utf-8", "replace")[-500:]
+        raise RuntimeError(f"the jail could not be set up (exit {process.returncode}): {tail}")
     returncode = process.returncode
     if jailed and returncode is not None and returncode > 128:
         returncode = 128 - returncode  # the jail's shell reports "killed by N" as 128 + N

@@ -198,6 +198,25 @@ def test_the_jail_runs_as_its_own_uid_with_empty_homes():
 
 
 @pytest.mark.skipif(not JAILED, reason="the namespace jail needs root, unshare and setpriv")
+def test_a_jail_that_cannot_be_set_up_is_an_error_not_a_result():
+    """The harness failed, not the code: callers turn this into `sandbox_error` (a NaN reward).
+    A command that exits as the jail's setup would (or prints what it prints) changes nothing."""
+
+    async def main(argv):
+        with sandbox.job() as job:
+            if argv is None:
+                with open(job.fstab, "a") as f:  # a mount that cannot succeed
+                    f.write("rlaif-jail /nonexistent-dir/x tmpfs size=1m 0 0\n")
+                argv = ["true"]
+            return await run_sandboxed(argv, job=job, env=scrubbed_env(job.workdir), timeout_s=10)
+
+    with pytest.raises(RuntimeError, match="the jail could not be set up"):
+        anyio.run(main, None)
+    faked = anyio.run(main, ["sh", "-c", "echo 'the jail could not be set up' >&2; exit 32"])
+    assert faked.returncode == 32
+
+
+@pytest.mark.skipif(not JAILED, reason="the namespace jail needs root, unshare and setpriv")
 def test_no_network_in_the_jail():
     async def main():
         with sandbox.job() as job:
