@@ -3,10 +3,11 @@
 A job is up to four sandboxed processes (see `sandbox.py`), each inside the job's own jail:
 1. check: `rustc --emit=metadata --error-format=json`, or `clippy-driver` with the same flags when
    `rust.clippy` is on. clippy-driver is rustc with clippy's lint passes added, so one process
-   gives rustc's diagnostics and clippy's lints (measured: 19 ms a job, where a separate
-   clippy pass would cost a second check, about 120 ms; bench/RESULTS.md). Errors, warnings and
-   clippy lints are counted from the JSON diagnostics ("aborting due to" summary lines carry no code
-   and are not counted; dead_code is allowed: the harness, not the student, picks what is called);
+   gives rustc's diagnostics and clippy's lints (measured: at most ~20 ms a job, where a
+   separate clippy pass would cost a second check, 70 to 120 ms; bench/RESULTS.md). Errors,
+   warnings and clippy lints are counted from the JSON diagnostics ("aborting due to" summary
+   lines carry no code and are not counted; dead_code is allowed: the harness, not the student,
+   picks what is called);
 2. parse (only when the check failed): `-Zparse-crate-root-only` tells a syntax error from a type
    error exactly (stable rustc accepts it under RUSTC_BOOTSTRAP=1);
 3. test build, skipped when the check failed. Harness "libtest": the code plus the tests inside

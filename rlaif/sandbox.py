@@ -19,7 +19,8 @@ Two levels, picked once per process by probing what the OS allows (`jail_level()
   As an unprivileged uid the command cannot write anywhere else that outlives the job, nor read
   root-only files (API key files in /root, other processes' environments). It can read what
   every user can read (/etc/passwd, world-readable files of the project).
-- Cost: about 60 ms a job of three or four jailed processes (bench/RESULTS.md).
+- Cost: 20 to 60 ms a job of three or four jailed processes on a busy 2-core machine
+  (bench/RESULTS.md).
 - Network: a fresh network namespace (only an unconfigured loopback) when `no_network` is set.
 
 "basic" (anything else, e.g. a developer's unprivileged account): the host's filesystem and
