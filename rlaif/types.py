@@ -106,7 +106,7 @@ class Scored:
     judgement: Judgement
     components: dict[str, float]  # reward term -> weighted value (NaN when its judge abstained)
     sources: dict[str, float]  # judge ("rust", "teacher") -> sum of its terms, NaN when unknown
-    ast: Any = None  # rust_ast.AstMetrics of the code (None when there was no code)
+    ast: Any = None  # rust_ast.AstMetrics of the code (scoring.Scorer always sets it)
 
     @property
     def reward(self) -> float:
