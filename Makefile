@@ -54,6 +54,7 @@ docs: install
 bench: install
 	$(PY) bench/rust_jobs.py
 	$(PY) bench/teacher_rate.py
+	$(PY) bench/score_cache.py
 
 clean:
 	rm -rf runs .pytest_cache .ruff_cache

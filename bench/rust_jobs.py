@@ -1,11 +1,16 @@
-"""rustc jobs per second at several concurrencies, on the shipped tasks' reference solutions.
+"""rustc jobs per second at concurrency 1, 2 and 4 on a fixed set of 32 completions.
 
-Each job is the full scoring path of one sample (check, test build, test run), through
-`RustJudge` exactly as training uses it. The workload is fixed: every reference solution of
-data/train.jsonl and data/eval.jsonl, plus a broken variant of each (its last closing brace
-removed, so it fails the check), a mix of good and bad code like the one training sees. Prints
-jobs/s per concurrency beside the bound the machine allows: min(concurrency, cores) divided by
-the mean latency of a job run alone.
+Each job is the full scoring path of one sample through `RustJudge` as training uses it (the
+jail, the check with clippy, the test build and run), with the result cache off. The workload is
+fixed: 8 tasks of data/train.jsonl, each with four completions like the ones training sees:
+- correct: the task's reference solution (passes every hidden test);
+- failing: the task's signature with a `todo!()` body (compiles, fails every test);
+- broken: the reference plus a function with a type error (parses, E0308, no test build);
+- prose: a refusal in plain English (fails to parse).
+
+Prints the latency of one job alone, by kind; jobs/s at each concurrency beside the bound the
+machine allows, min(concurrency, cores) / mean single-job latency; and two side measurements that
+set defaults: what clippy adds to a job, and what the namespace jail adds to it.
 
     python bench/rust_jobs.py [--concurrency 1,2,4] [--repeat 2]
 """
@@ -13,33 +18,88 @@ the mean latency of a job run alone.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
+import re
 import statistics
 import time
 from pathlib import Path
 
 import anyio
 
+from rlaif import sandbox
 from rlaif.config import RustConfig
 from rlaif.data import load_tasks
 from rlaif.rust import RustJudge, find_toolchain
 
 REPO = Path(__file__).resolve().parent.parent
+TASKS = (
+    "count_ascii_vowels",
+    "reverse_word_order",
+    "first_negative_position",
+    "checked_product_i32",
+    "run_length_encode_chars",
+    "mean_i64_no_overflow",
+    "top_k_frequent_words",
+    "greedy_word_wrap",
+)
+KINDS = ("correct", "failing", "broken", "prose")
+PROSE = "I'm sorry, but I can't write that function. Please consult the Rust documentation."
+TYPE_ERROR = '\nfn rlaif_broken() -> i32 { "not a number" }\n'
 
 
-def workload() -> list[tuple[str, str]]:
-    tasks = load_tasks(REPO / "data/train.jsonl") + load_tasks(REPO / "data/eval.jsonl")
-    good = [(t.reference, t.tests) for t in tasks if t.reference]
-    broken = [(code[: code.rindex("}")], tests) for code, tests in good]
-    return good + broken
+def workload() -> list[tuple[str, str, str]]:
+    """(kind, code, tests) for the 32 fixed completions, task by task."""
+    by_id = {t.id: t for t in load_tasks(REPO / "data/train.jsonl")}
+    jobs = []
+    for task_id in TASKS:
+        task = by_id[task_id]
+        assert task.reference is not None
+        signature = re.search(r"`(fn [^`]+)`", task.prompt)
+        assert signature is not None, task_id
+        codes = {
+            "correct": task.reference,
+            "failing": signature.group(1) + " { todo!() }",
+            "broken": task.reference + TYPE_ERROR,
+            "prose": f"{PROSE} ({task_id})",
+        }
+        jobs += [(kind, codes[kind], task.tests) for kind in KINDS]
+    return jobs
 
 
-async def run_all(judge: RustJudge, jobs: list[tuple[str, str]]) -> float:
+async def run_all(judge: RustJudge, jobs: list[tuple[str, str, str]]) -> float:
     start = time.perf_counter()
     async with anyio.create_task_group() as group:
-        for code, tests in jobs:
+        for _, code, tests in jobs:
             group.start_soon(judge.judge, code, tests)
     return time.perf_counter() - start
+
+
+async def alone(judges: list[RustJudge], jobs: list[tuple[str, str, str]], levels: list[str]):
+    """Seconds of each job run alone, one after the other, once per (judge, jail level) pair.
+
+    The variants take turns job by job, so a change in the machine's load (it is shared) hits
+    them alike. Returns one list of seconds per variant, and the results of the first.
+    """
+    real = sandbox.jail_level
+    seconds: list[list[float]] = [[] for _ in judges]
+    results = []
+    try:
+        for _, code, tests in jobs:
+            for i, (judge, level) in enumerate(zip(judges, levels, strict=True)):
+                sandbox.jail_level = lambda level=level: level  # type: ignore[assignment]
+                t0 = time.perf_counter()
+                result = await judge.judge(code, tests)
+                seconds[i].append(time.perf_counter() - t0)
+                if i == 0:
+                    results.append(result)
+    finally:
+        sandbox.jail_level = real
+    return seconds, results
+
+
+def mean_ms(values: list[float]) -> float:
+    return statistics.mean(values) * 1000
 
 
 def main() -> None:
@@ -50,25 +110,43 @@ def main() -> None:
     toolchain = find_toolchain()
     jobs = workload()
     config = RustConfig()
+    cores = len(os.sched_getaffinity(0))
     print(
-        f"{toolchain.version}; {len(jobs)} jobs (half compile and pass, half fail the check); "
-        f"{os.cpu_count()} CPUs"
+        f"{toolchain.version}; {len(jobs)} jobs (8 tasks x {', '.join(KINDS)}); {cores} cores; "
+        f"jail: {sandbox.jail_level()}; clippy: {config.clippy}"
     )
 
-    single = RustJudge(toolchain, config, 1)
-    latencies = []
-    for code, tests in jobs:
-        t0 = time.perf_counter()
-        anyio.run(single.judge, code, tests)
-        latencies.append(time.perf_counter() - t0)
-    latency = statistics.mean(latencies)
-    half = len(jobs) // 2
-    print(
-        f"one job alone: mean {latency * 1000:.0f} ms (passing code "
-        f"{statistics.mean(latencies[:half]) * 1000:.0f} ms, broken code "
-        f"{statistics.mean(latencies[half:]) * 1000:.0f} ms)"
+    level = sandbox.jail_level()
+    no_clippy = dataclasses.replace(config, clippy=False)
+    variants = [RustJudge(toolchain, config, 1), RustJudge(toolchain, no_clippy, 1)]
+    levels = [level, level]
+    if level == "namespaces":  # the same jobs without the jail (trusted code only)
+        variants.append(RustJudge(toolchain, config, 1))
+        levels.append("basic")
+    (jailed, plain, *basic), results = anyio.run(alone, variants, jobs, levels)
+    latency = statistics.mean(jailed)
+    kinds = ", ".join(
+        f"{k} {mean_ms([t for (kind, _, _), t in zip(jobs, jailed, strict=True) if kind == k]):.0f}"
+        for k in KINDS
     )
-    cores = os.cpu_count() or 1
+    print(f"one job alone: mean {latency * 1000:.0f} ms ({kinds} ms)")
+    stages = ("check", "parse", "build", "run")
+    print(
+        "  of which, per job: "
+        + ", ".join(
+            f"{s} {mean_ms([getattr(r, f'{s}_seconds') for r in results]):.0f}" for s in stages
+        )
+        + " ms"
+    )
+    print(
+        f"  clippy off: mean {mean_ms(plain):.0f} ms "
+        f"(clippy adds {mean_ms(jailed) - mean_ms(plain):.0f} ms)"
+    )
+    if basic:
+        print(
+            f"  without the jail: mean {mean_ms(basic[0]):.0f} ms "
+            f"(the jail adds {mean_ms(jailed) - mean_ms(basic[0]):.0f} ms)"
+        )
     for n in (int(c) for c in args.concurrency.split(",")):
         judge = RustJudge(toolchain, config, n)
         best = min(anyio.run(run_all, judge, jobs) for _ in range(args.repeat))

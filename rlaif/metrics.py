@@ -9,6 +9,7 @@ flushed after each step, so a crash loses at most the step in flight.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import math
 import statistics
@@ -69,6 +70,8 @@ def score_metrics(scored: list[Scored]) -> dict[str, float]:
         "rust_errors_mean": _mean([s.rust.errors for s in scored]),
         "rust_timeouts": sum(s.rust.timed_out for s in scored),
         "rust_sandbox_errors": sum(s.rust.sandbox_error is not None for s in scored),
+        "rust_cached_rate": sum(s.rust.cached for s in scored) / n,
+        "clippy_lints_mean": _mean([s.rust.clippy_lints for s in scored if s.rust.clippy_ran]),
         "teacher_score_mean": _mean(teacher_scores),
         "teacher_abstain_rate": (len(judged) - len(teacher_scores)) / len(judged)
         if judged
@@ -182,20 +185,9 @@ def sample_record(step: int, s: Scored, advantage: float, process: int = 0) -> d
         "reward": s.reward,
         "advantage": advantage,
         "components": s.components,
-        "rust": {
-            "parsed": rust.parsed,
-            "compiled": rust.compiled,
-            "errors": rust.errors,
-            "warnings": rust.warnings,
-            "error_codes": list(rust.error_codes),
-            "warning_names": list(rust.warning_names),
-            "tests_passed": rust.tests_passed,
-            "tests_total": rust.tests_total,
-            "timed_out": rust.timed_out,
-            "sandbox_error": rust.sandbox_error,
-            "seconds": round(rust.seconds, 4),
-            "log": rust.log,
-        },
+        # Every count and timing of the rustc job (tuples become JSON lists).
+        "rust": {**dataclasses.asdict(rust), "seconds": round(rust.seconds, 4)},
+        "ast": dataclasses.asdict(s.ast) if s.ast is not None else None,
         "teacher": {
             "score": judgement.score,
             "scores": judgement.scores,

@@ -47,7 +47,7 @@ from .config import Config, ConfigError
 from .curriculum import CurriculumSampler, is_zero_variance, sample_success
 from .metrics import RunLogger, StepProgress, score_metrics
 from .resume import ResumePoint, trim_logs
-from .rust import RustJudge, Toolchain
+from .rust import RustJudge, Toolchain, rust_cache
 from .scoring import Scorer
 from .student import Generator, load_student, pick_device, pick_dtype, resolve_source
 from .teacher import Teacher, TeacherBudgetExhausted
@@ -137,7 +137,8 @@ class Run:
         model, self.tokenizer = load_student(config.student, device, dtype)
         self.trainer = Trainer(model, config, acc)
         self.generator = Generator(self.trainer.policy, self.tokenizer, config.student)
-        self.scorer = Scorer(RustJudge(toolchain, config.rust, rust_jobs), teacher, config.rewards)
+        judge = RustJudge(toolchain, config.rust, rust_jobs, rust_cache(config.cache))
+        self.scorer = Scorer(judge, teacher, config.rewards)
         # Every process holds the same sampler and feeds it the same gathered results, so all
         # of them draw the same tasks each step.
         self.sampler = CurriculumSampler(tasks, config.curriculum, config.run.seed)

@@ -6,8 +6,22 @@ trainer leaves them out of the group baseline instead of reading them as bad cod
 (`algo.group_advantages`). A teacher that is switched off contributes no terms at all.
 
 Compiler terms follow the nanochat-rl seed (REFERENCE.md): parse +8, compile +10, no errors +5 else
--2 per error, no warnings +1 else -0.5 per warning; test terms add the fraction of hidden tests
-passed and a bonus when all pass.
+-2 per error, no warnings +1 else -0.5 per warning. Test terms add the fraction of hidden tests
+passed and a bonus when all pass; clippy adds +1 when clean, else a cost per lint (the GRPO Rust
+seed rewarded a clean clippy). Syntax-tree terms, the seed's too (weights in `RewardsConfig`):
+- structure = 2 x (min(0.5 fns, 2) + min(0.3 structs, 1) + min(0.3 enums, 1) + min(0.5 traits, 1))
+- quality = 3 x max(floor, Result 1 + Option 0.5 + 0.5 x doc coverage + `?` 0.5 - unsafe 1
+  - 2 per panic)
+- idioms = 2 x (iterators 1 + match 0.8 + destructuring 0.5 + closures 0.7 + chains 0.6
+  + turbofish 0.3), each counted once when present
+- complexity = -1 x (cc - 10) / 10 when the largest cyclomatic complexity cc is above 10.
+
+Reward hacking: tree-sitter scores any text that looks like Rust, so a student could pile up
+structs, docs and closures that never compile. By default (`ast_gate: compile`) the syntax-tree
+terms count only for code that type-checks; below that, only parse and error terms move the
+reward. The quality floor (the seed had none) keeps a compiling answer with many unwraps above
+any answer that fails to compile. Code refused before compiling (a compile-time file read) scores
+as no code at all.
 """
 
 from __future__ import annotations
@@ -15,17 +29,29 @@ from __future__ import annotations
 import math
 
 from .config import RewardsConfig
+from .rust_ast import AstMetrics
 from .types import Judgement, RustResult
 
-RUST_TERMS = ("parse", "compile", "errors", "warnings", "tests", "all_tests")
+RUST_TERMS = ("parse", "compile", "errors", "warnings", "clippy", "tests", "all_tests")
+AST_TERMS = ("structure", "quality", "idioms", "complexity")
 TEACHER_OFF = "off"
 
 
 def reward_terms(
-    rust: RustResult, judgement: Judgement, has_code: bool, w: RewardsConfig
+    rust: RustResult,
+    judgement: Judgement,
+    has_code: bool,
+    w: RewardsConfig,
+    ast: AstMetrics | None = None,
 ) -> tuple[dict[str, float], dict[str, float]]:
-    """(components, sources): each weighted term, and each judge's sum of terms."""
+    """(components, sources): each weighted term, and each judge's sum of terms.
+
+    Without `ast` the syntax-tree terms are left out (not zero): callers that have the metrics
+    pass them (scoring.py does).
+    """
     components = _rust_terms(rust, has_code, w)
+    if ast is not None:
+        components.update(ast_terms(rust, ast, has_code, w))
     sources = {"rust": _sum(components.values())}
     if judgement.abstained != TEACHER_OFF:
         components["teacher"] = w.teacher * judgement.score  # NaN when it abstained
@@ -36,14 +62,18 @@ def reward_terms(
 def _rust_terms(r: RustResult, has_code: bool, w: RewardsConfig) -> dict[str, float]:
     if r.sandbox_error is not None:
         return dict.fromkeys(RUST_TERMS, math.nan)
-    if not has_code:
+    if not has_code or r.rejected is not None:
         # No code at all is as bad as the most broken code, never better than trying.
         terms = dict.fromkeys(RUST_TERMS, 0.0)
         terms["errors"] = w.per_error * w.max_errors
         return terms
+    clippy = 0.0
     if r.compiled:
         errors = w.no_errors
         warnings = w.no_warnings if r.warnings == 0 else w.per_warning * r.warnings
+        if r.clippy_ran:
+            lints = min(r.clippy_lints, w.max_clippy_lints)
+            clippy = w.clippy_clean if lints == 0 else w.per_clippy_lint * lints
     else:
         errors = w.per_error * min(max(r.errors, 1), w.max_errors)
         warnings = 0.0  # lints are not emitted once errors stop compilation
@@ -53,8 +83,48 @@ def _rust_terms(r: RustResult, has_code: bool, w: RewardsConfig) -> dict[str, fl
         "compile": w.compile * r.compiled,
         "errors": errors,
         "warnings": warnings,
+        "clippy": clippy,
         "tests": w.tests_passed * fraction,
         "all_tests": w.all_tests_pass * r.all_tests_passed,
+    }
+
+
+def ast_terms(r: RustResult, m: AstMetrics, has_code: bool, w: RewardsConfig) -> dict[str, float]:
+    """The four syntax-tree terms; zeros when the gate is closed, NaN when rustc's verdict is
+    unknown (the gate cannot be decided)."""
+    if r.sandbox_error is not None and w.ast_gate != "always":
+        return dict.fromkeys(AST_TERMS, math.nan)
+    gate = {"compile": r.compiled, "parse": r.parsed, "always": True}[w.ast_gate]
+    if not has_code or r.rejected is not None or not gate:
+        return dict.fromkeys(AST_TERMS, 0.0)
+    structure = (
+        min(w.structure_fn * m.functions, 2.0)
+        + min(w.structure_struct * m.structs, 1.0)
+        + min(w.structure_enum * m.enums, 1.0)
+        + min(w.structure_trait * m.traits, 1.0)
+    )
+    quality = (
+        w.quality_result * (m.result_types > 0)
+        + w.quality_option * (m.option_types > 0)
+        + w.quality_docs * m.doc_coverage
+        + w.quality_question_mark * (m.question_marks > 0)
+        + w.quality_unsafe * (m.unsafe_uses > 0)
+        + w.quality_per_panic * m.panics
+    )
+    idioms = (
+        w.idiom_iterators * (m.iterator_calls > 0)
+        + w.idiom_match * (m.matches > 0)
+        + w.idiom_destructuring * (m.destructurings > 0)
+        + w.idiom_closures * (m.closures > 0)
+        + w.idiom_method_chains * (m.method_chains > 0)
+        + w.idiom_turbofish * (m.turbofish > 0)
+    )
+    excess = max(m.complexity - w.complexity_threshold, 0) / 10
+    return {
+        "structure": w.structure * structure,
+        "quality": w.quality * max(quality, w.quality_floor),
+        "idioms": w.idioms * idioms,
+        "complexity": w.complexity * excess if excess else 0.0,
     }
 
 

@@ -1,47 +1,71 @@
-"""One rustc job per sample: check the code, then build and run the task's hidden tests.
+"""One rustc job per sample: check and lint the code, then build and run the task's hidden tests.
 
-A job runs up to four sandboxed processes (see `sandbox.py`), each in the job's own temp dir:
-1. check: `rustc --crate-type lib --emit=metadata --error-format=json`; errors and warnings are
-   counted from the JSON diagnostics ("aborting due to" summary lines carry no code and are not
-   counted; dead_code is allowed because the harness, not the student, decides what is called);
+A job is up to four sandboxed processes (see `sandbox.py`), each inside the job's own jail:
+1. check: `rustc --emit=metadata --error-format=json`, or `clippy-driver` with the same flags when
+   `rust.clippy` is on. clippy-driver is rustc with clippy's lint passes added, so one process
+   gives rustc's diagnostics and clippy's lints (measured: at most ~20 ms a job, where a
+   separate clippy pass would cost a second check, 70 to 120 ms; bench/RESULTS.md). Errors,
+   warnings and clippy lints are counted from the JSON diagnostics ("aborting due to" summary
+   lines carry no code and are not counted; dead_code is allowed: the harness, not the student,
+   picks what is called);
 2. parse (only when the check failed): `-Zparse-crate-root-only` tells a syntax error from a type
    error exactly (stable rustc accepts it under RUSTC_BOOTSTRAP=1);
-3. test build: the code plus the tests inside `mod rlaif_hidden_tests { use super::*; ... }`,
-   built with `rustc --test`;
-4. test run: the binary, filtered to the hidden tests (tests the student wrote itself do not
-   count), under CPU, memory and file-size limits, without network where the OS allows it.
-Tasks in the MultiPL-E format (harness "main") replace steps 3 and 4: the code plus the task's
-`fn main()` of assertions is built as a program and run; it is one test, passed on exit code 0.
+3. test build, skipped when the check failed. Harness "libtest": the code plus the tests inside
+   `mod rlaif_hidden_tests { use super::*; ... }`, built with `rustc --test`. Harness "main"
+   (MultiPL-E): the code followed by the task's `fn main()` of asserts, built as a program;
+4. test run, under CPU, memory, file-size and process limits, without network. libtest runs only
+   the hidden module (tests the student wrote itself do not count); a "main" program is one test
+   that passes when it exits with 0.
 
-Expected failures (syntax errors, failing tests, timeouts) are fields of the returned
+Compile-time reads: `include!`, `include_str!`, `include_bytes!` and `#[path = ...]` make rustc
+read files. Code that names them is refused before rustc runs (`RustResult.rejected`). Whatever
+slips past that scan still runs in the jail: rustc is an unprivileged uid there and sees only
+files every user can read, the job dir and the toolchain. `env!` and `option_env!` read rustc's
+environment, which is the scrubbed one (no API keys), so they are left alone.
+
+Expected failures (syntax errors, failing tests, timeouts, refusals) are fields of the returned
 `RustResult`; `sandbox_error` is set only when the harness itself failed, so that the sample is
-left out of the reward rather than scored as bad code.
+left out of the reward rather than scored as bad code. Results are cached by everything that can
+change them (`cache_key_for`); timeouts and sandbox errors are not cached (load can cause them).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
 import re
 import shutil
 import signal
 import subprocess
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import anyio
 
-from .config import RustConfig
+from . import sandbox
+from .cache import ResultCache, cache_key
+from .config import CacheConfig, RustConfig
 from .sandbox import Limits, ProcessResult, run_sandboxed, scrubbed_env
-from .types import HARNESSES, RustResult
+from .types import RustResult
 
 HIDDEN_TESTS_MODULE = "rlaif_hidden_tests"
+CACHE_SCHEMA = "rust-v2"  # bump when the meaning of a cached RustResult changes
 _SUMMARY = re.compile(r"test result: \w+\. (\d+) passed; (\d+) failed")
 _RUNNING = re.compile(r"^running (\d+) tests?$", re.MULTILINE)
 _PASSED_LINE = re.compile(r"^test \S+ \.\.\. ok$", re.MULTILINE)
 # dead_code is allowed: the harness, not the student, decides which functions get called.
-CHECK_FLAGS = ("--crate-type", "lib", "--emit=metadata", "--error-format=json", "-A", "dead_code")
-PARSE_FLAGS = ("--crate-type", "lib", "-Zparse-crate-root-only")
+CHECK_FLAGS = ("--emit=metadata", "--error-format=json", "-A", "dead_code")
+PARSE_FLAGS = ("-Zparse-crate-root-only",)
+BUILD_FLAGS = ("-A", "warnings")
+# rustc and the linker use a few dozen threads at most; this only stops a runaway.
+RUSTC_LIMITS = Limits(file_mb=512, processes=256)
+LOG_CHARS = 2000
+# Macros and attributes that make rustc read a file at compile time. The bare names are matched
+# too, so passing them to a macro_rules! macro (`m!(include_str)`) is caught as well.
+_COMPILE_TIME_READS = re.compile(
+    r"\b(?:include_str|include_bytes)\b|\binclude\s*!|#!?\s*\[[^\]]*\bpath\s*="
+)
 
 
 class RustToolchainError(RuntimeError):
@@ -51,11 +75,13 @@ class RustToolchainError(RuntimeError):
 @dataclass(frozen=True)
 class Toolchain:
     rustc: str  # the real compiler binary (not a rustup proxy), so no rustup env is needed
-    version: str  # e.g. "rustc 1.95.0 (59807616e 2026-04-14)"; part of every cache key later
+    version: str  # e.g. "rustc 1.95.0 (59807616e 2026-04-14)"; part of every cache key
+    sysroot: str = ""  # kept visible (read-only) inside the jail
+    clippy: str | None = None  # clippy-driver of the same toolchain, when installed
 
 
 def find_toolchain(rustc: str = "rustc") -> Toolchain:
-    """Locate a working rustc or raise RustToolchainError saying how to get one."""
+    """Locate a working rustc (and its clippy-driver) or raise RustToolchainError."""
     path = shutil.which(rustc)
     if path is None:
         raise RustToolchainError(
@@ -68,7 +94,13 @@ def find_toolchain(rustc: str = "rustc") -> Toolchain:
     except (OSError, subprocess.SubprocessError, RuntimeError) as exc:
         raise RustToolchainError(f"{path} does not run: {exc}") from exc
     real = Path(sysroot) / "bin" / "rustc"
-    return Toolchain(rustc=str(real) if real.exists() else path, version=version)
+    clippy = Path(sysroot) / "bin" / "clippy-driver"
+    return Toolchain(
+        rustc=str(real) if real.exists() else path,
+        version=version,
+        sysroot=sysroot,
+        clippy=str(clippy) if clippy.exists() else None,
+    )
 
 
 def _run_quick(argv: list[str]) -> str:
@@ -79,160 +111,242 @@ def _run_quick(argv: list[str]) -> str:
 
 
 def test_program(code: str, tests: str) -> str:
-    """The source the hidden tests are built from: the student's code, then the tests."""
+    """The source the libtest harness builds: the student's code, then the hidden tests."""
     return f"{code}\n\n#[cfg(test)]\nmod {HIDDEN_TESTS_MODULE} {{\n    use super::*;\n{tests}\n}}\n"
 
 
-def main_harness_program(code: str, tests: str) -> str:
-    """The program a "main"-harness task runs: the code, then the task's `fn main()` of asserts."""
-    return f"{code}\n\n{tests}\n"
+def main_program(code: str, tests: str) -> str:
+    """The source the "main" harness builds: the code, then the task's `fn main()` of asserts.
+
+    Like MultiPL-E's own harness, the tests are appended as they are: in releases whose test text
+    starts with the `}` closing the function, the code is the open function (prompt + completion).
+    """
+    return f"{code}\n{tests}\n"
+
+
+def compile_time_read(code: str) -> str | None:
+    """Why `code` may not be compiled (it reads files at compile time), or None."""
+    found = _COMPILE_TIME_READS.search(code)
+    if found is None:
+        return None
+    return f"refused before compiling: {found.group(0).strip()!r} reads files at compile time"
+
+
+def default_concurrency(config: RustConfig) -> int:
+    """`rust.concurrency`, or cores - 1 (at least 1) when it is 0 (as pipeline.rust_concurrency)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return config.concurrency or max(1, (cores or 1) - 1)
+
+
+def rust_cache(config: CacheConfig) -> ResultCache | None:
+    """The on-disk cache of rustc results under `cache.dir`, or None when `cache.rust` is off."""
+    if not config.rust:
+        return None
+    return ResultCache(config.dir, "rust", size_limit_mb=config.size_limit_mb)
 
 
 class RustJudge:
-    """Runs rustc jobs, at most `concurrency` at once (cores - 1 by default)."""
+    """Runs rustc jobs, at most `concurrency` at once, through an optional result cache."""
 
-    def __init__(self, toolchain: Toolchain, config: RustConfig, concurrency: int):
+    def __init__(
+        self,
+        toolchain: Toolchain,
+        config: RustConfig,
+        concurrency: int,
+        cache: ResultCache | None = None,
+    ):
         self.toolchain = toolchain
         self.config = config
         self.limiter = anyio.CapacityLimiter(concurrency)
+        self.cache = cache
+        self.use_clippy = config.clippy and toolchain.clippy is not None
+        self._in_flight: dict[str, anyio.Event] = {}  # cache key -> set when its job is done
         self._bin_dir = str(Path(toolchain.rustc).parent)
 
+    def cache_key_for(self, code: str, tests: str, harness: str) -> str:
+        """Everything that can change a result: toolchain, flags, limits, harness, code, tests."""
+        c = self.config
+        return cache_key(
+            CACHE_SCHEMA,
+            self.toolchain.version,
+            [CHECK_FLAGS, BUILD_FLAGS, c.edition, self.use_clippy],
+            [c.timeout_s, c.test_cpu_s, c.test_memory_mb, c.test_processes],
+            harness,
+            code,
+            tests,
+        )
+
     async def judge(self, code: str, tests: str, harness: str = "libtest") -> RustResult:
+        if harness not in ("libtest", "main"):
+            raise ValueError(f"unknown test harness {harness!r} (libtest or main)")
         if not code.strip():
             return RustResult(log="no code found in the completion")
-        if harness not in HARNESSES:
-            raise ValueError(f"unknown test harness {harness!r} (one of {HARNESSES})")
-        async with self.limiter:
-            workdir = tempfile.mkdtemp(prefix="rlaif-rust-")
-            try:
-                return await self._job(Path(workdir), code, tests, harness)
-            except OSError as exc:
-                return RustResult(sandbox_error=f"{type(exc).__name__}: {exc}")
-            finally:
-                shutil.rmtree(workdir, ignore_errors=True)
+        reason = compile_time_read(code)
+        if reason is not None:
+            return RustResult(rejected=reason, log=reason)
+        if self.cache is None:
+            async with self.limiter:
+                return await self._job_in_sandbox(code, tests, harness)
+        key = self.cache_key_for(code, tests, harness)
+        while key in self._in_flight:  # the same code is being judged now: wait for its result
+            await self._in_flight[key].wait()
+        stored = self.cache.get(key)
+        if stored is not None:
+            return dataclasses.replace(result_from_dict(stored), cached=True)
+        self._in_flight[key] = done = anyio.Event()
+        try:
+            async with self.limiter:
+                result = await self._job_in_sandbox(code, tests, harness)
+            if _cacheable(result):
+                self.cache.set(key, dataclasses.asdict(result))
+        finally:
+            del self._in_flight[key]
+            done.set()
+        return result
 
-    async def _job(self, workdir: Path, code: str, tests: str, harness: str) -> RustResult:
-        seconds = 0.0
-        (workdir / "lib.rs").write_text(code)
-        check = await self._rustc(workdir, "lib.rs", *CHECK_FLAGS)
-        seconds += check.seconds
-        if check.timed_out:
-            return RustResult(timed_out=True, seconds=seconds, log="rustc timed out")
-        diagnostics = parse_diagnostics(check.stderr)
-        errors = [d for d in diagnostics if d.level == "error"]
-        warnings = [d for d in diagnostics if d.level == "warning"]
-        if check.returncode not in (0, 1) or (check.returncode == 1 and not errors):
-            return RustResult(
-                sandbox_error=f"rustc exited with {check.returncode}",
-                seconds=seconds,
-                log=check.stderr[-2000:],
+    async def _job_in_sandbox(self, code: str, tests: str, harness: str) -> RustResult:
+        try:
+            kept = (self.toolchain.sysroot,) if self.toolchain.sysroot else ()
+            with sandbox.job("rlaif-rust-", read_only=kept) as job:
+                return await _Job(self, job, code, tests, harness).run()
+        except (OSError, RuntimeError) as exc:
+            return RustResult(sandbox_error=f"{type(exc).__name__}: {exc}")
+
+
+def _cacheable(r: RustResult) -> bool:
+    return r.sandbox_error is None and not r.timed_out
+
+
+def result_from_dict(stored: dict) -> RustResult:
+    """Rebuild a cached RustResult (JSON-able dicts store tuples as lists)."""
+    fields = {f.name for f in dataclasses.fields(RustResult)}
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in stored.items() if k in fields}
+    return RustResult(**values)
+
+
+class _Job:
+    """One job's stages in order; each returns early with a complete record on failure."""
+
+    def __init__(self, judge: RustJudge, job: sandbox.Job, code: str, tests: str, harness: str):
+        self.judge, self.job, self.code, self.tests, self.harness = judge, job, code, tests, harness
+        self.config = judge.config
+        self.fields: dict = {}  # the RustResult being assembled
+
+    def result(self, **more) -> RustResult:
+        self.fields.update(more)
+        f = self.fields
+        f["seconds"] = sum(f.get(k, 0.0) for k in ("check", "parse", "build", "run"))
+        timings = {f"{k}_seconds": f.pop(k) for k in ("check", "parse", "build", "run") if k in f}
+        f["log"] = f.get("log", "")[-LOG_CHARS:]
+        return RustResult(**f, **timings)
+
+    async def run(self) -> RustResult:
+        workdir = Path(self.job.workdir)
+        main = self.harness == "main"
+        source = "main.rs" if main else "lib.rs"
+        text = main_program(self.code, self.tests) if main else self.code
+        (workdir / source).write_text(text)
+        crate = ("--crate-type", "bin" if main else "lib")
+        tool = self.judge.toolchain.clippy if self.judge.use_clippy else None
+        check = await self.rustc(source, *crate, *CHECK_FLAGS, binary=tool)
+        self.fields["check"] = check.seconds
+        if check.timed_out or check.output_capped:
+            return self.result(
+                timed_out=check.timed_out,
+                output_capped=check.output_capped,
+                log=f"check stopped: {'timeout' if check.timed_out else 'output'}",
             )
-        counts = dict(
+        diagnostics = parse_diagnostics(check.stderr)
+        if main:
+            # Lints inside the task's own `fn main` are not the student's doing; errors there are
+            # (a wrong signature breaks the calls), so they stay.
+            last = self.code.count("\n") + 1
+            diagnostics = [d for d in diagnostics if d.level == "error" or (d.line or 0) <= last]
+        errors = [d for d in diagnostics if d.level == "error" and not d.is_clippy]
+        warnings = [d for d in diagnostics if d.level == "warning" and not d.is_clippy]
+        lints = [d for d in diagnostics if d.is_clippy]
+        if check.returncode not in (0, 1) or (check.returncode == 1 and not errors and not lints):
+            return self.result(
+                sandbox_error=f"the check exited with {check.returncode}",
+                log=(check.stderr or check.stdout)[-LOG_CHARS:],
+            )
+        self.fields.update(
             errors=len(errors),
             warnings=len(warnings),
             error_codes=tuple(d.code for d in errors if d.code),
             warning_names=tuple(d.code for d in warnings if d.code),
         )
         if errors:
-            parse = await self._rustc(
-                workdir, "lib.rs", *PARSE_FLAGS, extra_env={"RUSTC_BOOTSTRAP": "1"}
-            )
-            seconds += parse.seconds
-            log = "\n".join(d.rendered for d in errors)[-2000:]
-            return RustResult(parsed=parse.returncode == 0, seconds=seconds, log=log, **counts)
+            parse = await self.rustc(source, *crate, *PARSE_FLAGS, env={"RUSTC_BOOTSTRAP": "1"})
+            log = "\n".join(d.rendered for d in errors)[-LOG_CHARS:]
+            return self.result(parsed=parse.returncode == 0, parse=parse.seconds, log=log)
+        self.fields.update(
+            parsed=True,
+            compiled=True,
+            clippy_ran=self.judge.use_clippy,
+            clippy_lints=len(lints),
+            clippy_names=tuple(d.code for d in lints if d.code),
+        )
+        total = 1 if main else len(re.findall(r"#\[test\]", self.tests))
+        if total == 0:
+            return self.result()
+        return await self.hidden_tests(source if main else None, total)
 
-        if harness == "main":
-            return await self._main_harness(workdir, code, tests, seconds, counts)
-        tests_total = len(re.findall(r"#\[test\]", tests))
-        if tests_total == 0:
-            return RustResult(parsed=True, compiled=True, seconds=seconds, **counts)
-        return await self._hidden_tests(workdir, code, tests, tests_total, seconds, counts)
-
-    async def _hidden_tests(
-        self, workdir: Path, code: str, tests: str, tests_total: int, seconds: float, counts: dict
-    ) -> RustResult:
+    async def hidden_tests(self, main_source: str | None, total: int) -> RustResult:
         """Build the code with the task's tests and run them (the code already type-checks)."""
-        (workdir / "tests.rs").write_text(test_program(code, tests))
-        build = await self._rustc(workdir, "tests.rs", "--test", "-o", "tests", "-A", "warnings")
-        seconds += build.seconds
+        if main_source is None:
+            (Path(self.job.workdir) / "tests.rs").write_text(test_program(self.code, self.tests))
+            build = await self.rustc("tests.rs", "--test", "-o", "tests", *BUILD_FLAGS)
+            argv = [str(Path(self.job.workdir) / "tests"), f"{HIDDEN_TESTS_MODULE}::"]
+        else:
+            build = await self.rustc(main_source, "-o", "main", *BUILD_FLAGS)
+            argv = [str(Path(self.job.workdir) / "main")]
+        self.fields.update(build=build.seconds, tests_total=total)
         if build.returncode != 0:
             # The code type-checks alone but not against the tests: wrong signature or types.
-            return RustResult(
-                parsed=True,
-                compiled=True,
-                tests_total=tests_total,
-                timed_out=build.timed_out,
-                seconds=seconds,
-                log=("test build: " + build.stderr)[-2000:],
-                **counts,
-            )
+            return self.result(timed_out=build.timed_out, log=("test build: " + build.stderr))
+        c = self.config
         run = await run_sandboxed(
-            [str(workdir / "tests"), f"{HIDDEN_TESTS_MODULE}::"],
-            cwd=str(workdir),
-            env=scrubbed_env(str(workdir), RUST_TEST_THREADS="1", RUST_BACKTRACE="0"),
-            timeout_s=self.config.timeout_s,
+            argv,
+            job=self.job,
+            env=scrubbed_env(self.job.workdir, RUST_TEST_THREADS="1", RUST_BACKTRACE="0"),
+            timeout_s=c.timeout_s,
             limits=Limits(
-                cpu_s=self.config.test_cpu_s, memory_mb=self.config.test_memory_mb, file_mb=16
+                cpu_s=c.test_cpu_s,
+                memory_mb=c.test_memory_mb,
+                file_mb=16,
+                processes=c.test_processes,
             ),
             no_network=True,
         )
-        seconds += run.seconds
-        total, passed = parse_test_output(run.stdout, tests_total)
-        log = "" if passed == total else (run.stdout + run.stderr)[-2000:]
+        if main_source is None:
+            total, passed = parse_test_output(run.stdout, total)
+        else:
+            passed = int(run.returncode == 0)
+        log = "" if passed == total else (run.stdout + run.stderr)[-LOG_CHARS:]
         # Out of CPU time (SIGXCPU from the rlimit) is a timeout too, just measured in CPU.
         timed_out = run.timed_out or run.returncode == -signal.SIGXCPU
-        return RustResult(
-            parsed=True,
-            compiled=True,
+        return self.result(
+            run=run.seconds,
             tests_total=total,
             tests_passed=passed,
             timed_out=timed_out,
-            seconds=seconds,
+            run_signal=sandbox.signal_name(run.returncode),
+            output_capped=run.output_capped,
             log=log,
-            **counts,
         )
 
-    async def _main_harness(
-        self, workdir: Path, code: str, tests: str, seconds: float, counts: dict
-    ) -> RustResult:
-        """Build code + `fn main()` as a program and run it: one test, passed on exit code 0."""
-        (workdir / "main.rs").write_text(main_harness_program(code, tests))
-        build = await self._rustc(workdir, "main.rs", "-o", "main", "-A", "warnings")
-        seconds += build.seconds
-        result = dict(parsed=True, compiled=True, tests_total=1, **counts)
-        if build.returncode != 0:
-            log = ("test build: " + build.stderr)[-2000:]
-            return RustResult(timed_out=build.timed_out, seconds=seconds, log=log, **result)
-        run = await run_sandboxed(
-            [str(workdir / "main")],
-            cwd=str(workdir),
-            env=scrubbed_env(str(workdir), RUST_BACKTRACE="0"),
-            timeout_s=self.config.timeout_s,
-            limits=Limits(
-                cpu_s=self.config.test_cpu_s, memory_mb=self.config.test_memory_mb, file_mb=16
-            ),
-            no_network=True,
-        )
-        seconds += run.seconds
-        passed = run.returncode == 0
-        return RustResult(
-            tests_passed=int(passed),
-            timed_out=run.timed_out or run.returncode == -signal.SIGXCPU,
-            seconds=seconds,
-            log="" if passed else (run.stdout + run.stderr)[-2000:],
-            **result,
-        )
-
-    async def _rustc(
-        self, workdir: Path, source: str, *flags: str, extra_env: dict[str, str] | None = None
+    async def rustc(
+        self, source: str, *flags: str, binary: str | None = None, env: dict | None = None
     ) -> ProcessResult:
-        argv = [self.toolchain.rustc, "--edition", self.config.edition, source, *flags]
-        env = scrubbed_env(str(workdir), self._bin_dir, **(extra_env or {}))
+        judge = self.judge
+        argv = [binary or judge.toolchain.rustc, "--edition", self.config.edition, source, *flags]
         return await run_sandboxed(
             argv,
-            cwd=str(workdir),
-            env=env,
+            job=self.job,
+            env=scrubbed_env(self.job.workdir, judge._bin_dir, **(env or {})),
             timeout_s=self.config.timeout_s,
+            limits=RUSTC_LIMITS,
             max_output_bytes=1024 * 1024,
         )
 
@@ -240,9 +354,14 @@ class RustJudge:
 @dataclass(frozen=True)
 class Diagnostic:
     level: str  # "error" or "warning"
-    code: str | None  # "E0425" for errors, the lint name for warnings, None for syntax errors
+    code: str | None  # "E0425", a lint name ("unused_variables", "clippy::needless_return"), None
     message: str
     rendered: str
+    line: int | None = None  # first line of the primary span, when it has one
+
+    @property
+    def is_clippy(self) -> bool:
+        return bool(self.code and self.code.startswith("clippy::"))
 
 
 def parse_diagnostics(stderr: str) -> list[Diagnostic]:
@@ -261,7 +380,9 @@ def parse_diagnostics(stderr: str) -> list[Diagnostic]:
         if item.get("code") is None and _is_summary(message):
             continue
         code = (item.get("code") or {}).get("code")
-        found.append(Diagnostic(level, code, message, item.get("rendered") or message))
+        primary = [s for s in item.get("spans") or [] if s.get("is_primary")]
+        line = primary[0].get("line_start") if primary else None
+        found.append(Diagnostic(level, code, message, item.get("rendered") or message, line))
     return found
 
 

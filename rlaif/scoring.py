@@ -2,7 +2,8 @@
 
 The teacher sees what rustc said about the sample, so a sample's two judges run one after the
 other; samples run side by side, bounded by the judges' own limiters (`RustJudge.limiter`,
-`Teacher.limiter`).
+`Teacher.limiter`). The syntax-tree metrics (`rust_ast.rust_metrics`, pure and ~1 ms) are
+computed in line for every sample with code.
 
 Code that does not compile is not sent to the teacher by default (`teacher.only_compiled`): the
 compiler has judged it, and its rust terms already carry that verdict. Such a sample gets no
@@ -21,6 +22,7 @@ import anyio
 from .config import RewardsConfig
 from .rewards import TEACHER_OFF, reward_terms
 from .rust import RustJudge
+from .rust_ast import rust_metrics
 from .teacher import NOT_COMPILED, Teacher
 from .types import Judgement, Sample, Scored
 
@@ -33,14 +35,15 @@ class Scorer:
 
     async def score_one(self, sample: Sample) -> Scored:
         rust = await self.rust.judge(sample.code, sample.task.tests, sample.task.harness)
+        ast = rust_metrics(sample.code)  # for code-less samples too: every sample has every term
         if self.teacher is None:
             judgement = Judgement(abstained=TEACHER_OFF)
         elif self.teacher.only_compiled and not rust.compiled:
             judgement = Judgement(abstained=NOT_COMPILED)
         else:
             judgement = await self.teacher.judge(sample.task, sample.code, rust, sample.finished)
-        components, sources = reward_terms(rust, judgement, bool(sample.code), self.weights)
-        return Scored(sample, rust, judgement, components, sources)
+        components, sources = reward_terms(rust, judgement, bool(sample.code), self.weights, ast)
+        return Scored(sample, rust, judgement, components, sources, ast)
 
     async def score(self, samples: list[Sample]) -> list[Scored]:
         """Score all samples at once; the i-th result belongs to the i-th sample."""

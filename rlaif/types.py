@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 DIFFICULTIES = ("easy", "medium", "hard")
 # How a task's tests are run: "libtest" = `#[test]` functions in a module beside the code, each
@@ -51,19 +52,34 @@ class Sample:
 
 @dataclass(frozen=True)
 class RustResult:
-    """What rustc and the task's tests said about one piece of code."""
+    """What rustc, clippy and the task's tests said about one piece of code (one rustc job).
+
+    Every count and every stage's timing is here, for expected failures too; stages that did not
+    run keep their zeros. Cached results keep the timings of the run that produced them.
+    """
 
     parsed: bool = False
     compiled: bool = False
     errors: int = 0
-    warnings: int = 0
+    warnings: int = 0  # rustc's own lints; clippy's are counted apart
     error_codes: tuple[str, ...] = ()  # e.g. ("E0425", "E0308"); parse errors have no code
     warning_names: tuple[str, ...] = ()  # lint names, e.g. ("unused_variables",)
+    clippy_ran: bool = False  # clippy linted the code (it is on, and the code type-checked)
+    clippy_lints: int = 0
+    clippy_names: tuple[str, ...] = ()  # e.g. ("clippy::needless_return",), one per lint
     tests_total: int = 0
     tests_passed: int = 0
     timed_out: bool = False
+    run_signal: str | None = None  # the test program was killed by this signal ("SIGABRT")
+    output_capped: bool = False  # a stage flooded stdout/stderr and was stopped
+    rejected: str | None = None  # refused before rustc ran (a compile-time file read), and why
     sandbox_error: str | None = None  # the harness failed (not the code): the result is unknown
-    seconds: float = 0.0
+    seconds: float = 0.0  # the whole job
+    check_seconds: float = 0.0  # rustc (or clippy-driver) --emit=metadata
+    parse_seconds: float = 0.0  # the syntax-only pass, run when the check failed
+    build_seconds: float = 0.0  # the build with the hidden tests
+    run_seconds: float = 0.0  # running them
+    cached: bool = False  # served from the result cache, not run again
     log: str = ""  # tail of the first failing stage's output, for people reading samples.jsonl
 
     @property
@@ -92,6 +108,7 @@ class Scored:
     judgement: Judgement
     components: dict[str, float]  # reward term -> weighted value (NaN when its judge abstained)
     sources: dict[str, float]  # judge ("rust", "teacher") -> sum of its terms, NaN when unknown
+    ast: Any = None  # rust_ast.AstMetrics of the code (scoring.Scorer always sets it)
 
     @property
     def reward(self) -> float:

@@ -27,8 +27,8 @@ from rlaif.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from rlaif.config import Config, StudentConfig, TrainerConfig
-from rlaif.curriculum import TaskSampler
+from rlaif.config import Config, CurriculumConfig, StudentConfig, TrainerConfig
+from rlaif.curriculum import CurriculumSampler
 from rlaif.student import Generator, load_student
 from rlaif.trainer import Trainer, make_accelerator
 from rlaif.types import Task
@@ -51,8 +51,9 @@ def test_a_checkpoint_brings_back_weights_optimizer_sampler_and_rngs(tiny_model_
     config, trainer, tokenizer = make_trainer(tiny_model_dir, seed=0)
     samples = Generator(trainer.policy, tokenizer, config.student).generate(TASKS[:1], 4, 0)[0]
     trainer.update(samples, [1.0, -1.0, 0.5, -0.5])  # moves the weights, fills Adam's moments
-    sampler = TaskSampler(TASKS, shuffle=True, seed=3)
-    sampler.next(7)  # into the second epoch: epoch 1, cursor 2
+    sampler = CurriculumSampler(TASKS, CurriculumConfig(), seed=3)
+    drawn = sampler.next(3)  # a step's draws and outcomes move the draw counts, EMAs and RNG
+    sampler.update([(t.id, [True, False]) for t in drawn])
     random.seed(11)
     np.random.seed(11)
     path = save_checkpoint(
@@ -68,6 +69,7 @@ def test_a_checkpoint_brings_back_weights_optimizer_sampler_and_rngs(tiny_model_
     )
     # What each RNG would draw next, right after the save.
     expected = (random.random(), np.random.rand(), torch.rand(3))
+    sampler_state = sampler.state()
     expected_tasks = [t.id for t in sampler.next(4)]
 
     # A fresh trainer (other seed: other random state) restored from the checkpoint.
@@ -75,12 +77,12 @@ def test_a_checkpoint_brings_back_weights_optimizer_sampler_and_rngs(tiny_model_
     checkpoint = load_checkpoint(path)
     load_policy_weights(restored.policy, path)
     restored.load_state_dict(checkpoint.trainer)
-    resumed = TaskSampler(TASKS, shuffle=True, seed=3)
+    resumed = CurriculumSampler(TASKS, CurriculumConfig(), seed=3)
     resumed.load_state(checkpoint.sampler)
     set_rng_state(checkpoint.rng)
 
     assert (checkpoint.step, checkpoint.policy_version, restored.version) == (1, 1, 1)
-    assert checkpoint.sampler == {"epoch": 1, "cursor": 2} and checkpoint.metrics_rows == 1
+    assert checkpoint.sampler == sampler_state and checkpoint.metrics_rows == 1
     for (name, a), b in zip(
         trainer.policy.state_dict().items(), restored.policy.state_dict().values(), strict=True
     ):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 
@@ -11,7 +12,7 @@ import pytest
 from rlaif.config import RewardsConfig, RustConfig
 from rlaif.data import load_tasks
 from rlaif.rewards import reward_terms
-from rlaif.rust import RustJudge, parse_test_output
+from rlaif.rust import RustJudge, find_toolchain, parse_test_output
 from rlaif.types import Judgement
 from tests.conftest import REPO, run_cli
 
@@ -32,8 +33,6 @@ PROSE = "I am sorry, but I cannot write this function for you."
 
 def judge(code: str, tests: str = ADD_TESTS, **rust):
     config = RustConfig(**rust)
-    from rlaif.rust import find_toolchain
-
     judge = RustJudge(find_toolchain(), config, concurrency=2)
     return anyio.run(judge.judge, code, tests)
 
@@ -115,7 +114,8 @@ def test_abstaining_teacher_makes_its_term_nan_not_zero():
         judge(CORRECT), Judgement(abstained="timeout"), True, RewardsConfig()
     )
     assert math.isnan(components["teacher"]) and math.isnan(sources["teacher"])
-    assert sources["rust"] == 8 + 10 + 5 + 1 + 10 + 5
+    # parse + compile + no errors + no warnings + clippy clean + 3/3 tests + all-pass bonus
+    assert sources["rust"] == 8 + 10 + 5 + 1 + 1 + 10 + 5
 
 
 def test_test_output_parser_survives_a_crash_mid_run():
@@ -138,3 +138,74 @@ def test_missing_rustc_is_a_clear_start_up_error():
 def test_code_without_tests_is_only_compiled(tests):
     r = judge(CORRECT, tests)
     assert r.compiled and r.tests_total == 0
+
+
+def test_clippy_lints_are_counted_by_name_apart_from_rustc_warnings():
+    code = "fn add(a: i32, b: i32) -> i32 { let unused = 1; return a + b; }"
+    r = judge(code)
+    assert r.compiled and r.clippy_ran and r.all_tests_passed
+    assert r.warning_names == ("unused_variables",)
+    assert r.clippy_names == ("clippy::needless_return",) and r.clippy_lints == 1
+    off = judge(code, clippy=False)
+    assert not off.clippy_ran and off.clippy_lints == 0 and off.warnings == 1
+
+
+def test_every_stage_is_timed_and_a_failed_check_skips_the_build():
+    ok = judge(CORRECT)
+    assert ok.check_seconds > 0 and ok.build_seconds > 0 and ok.run_seconds > 0
+    assert ok.seconds == pytest.approx(ok.check_seconds + ok.build_seconds + ok.run_seconds)
+    broken = judge(TYPE_ERRORS)
+    assert broken.check_seconds > 0 and broken.parse_seconds > 0
+    assert broken.build_seconds == 0 and broken.run_seconds == 0 and broken.tests_total == 0
+
+
+MAIN_TESTS = "fn main() {\n    assert_eq!(add(2, 3), 5);\n    assert_eq!(add(-1, 1), 0);\n}\n"
+
+
+def test_main_harness_one_test_that_passes_on_exit_code_zero():
+    run = lambda code: anyio.run(  # noqa: E731
+        RustJudge(find_toolchain(), RustConfig(), 1).judge, code, MAIN_TESTS, "main"
+    )
+    good, bad = run(CORRECT), run(WRONG)
+    assert good.all_tests_passed and (good.tests_passed, good.tests_total) == (1, 1)
+    assert bad.compiled and (bad.tests_passed, bad.tests_total) == (0, 1)
+    assert "assertion" in bad.log
+    # MultiPL-E releases whose test text starts with the `}` closing the open function.
+    open_fn = "fn add(a: i32, b: i32) -> i32 {\n    a + b"
+    r = anyio.run(
+        RustJudge(find_toolchain(), RustConfig(), 1).judge, open_fn, "}\n\n" + MAIN_TESTS, "main"
+    )
+    assert r.all_tests_passed, r.log
+    # A lint inside the task's own main (an unused variable there) is not the student's.
+    linted = MAIN_TESTS.replace("fn main() {", "fn main() {\n    let unused = 1;")
+    r = anyio.run(RustJudge(find_toolchain(), RustConfig(), 1).judge, CORRECT, linted, "main")
+    assert r.all_tests_passed and r.warnings == 0, r
+
+
+def test_results_are_cached_by_code_tests_and_flags(tmp_path):
+    from rlaif.cache import ResultCache
+
+    cache = ResultCache(tmp_path, "rust")
+    judge_ = RustJudge(find_toolchain(), RustConfig(), 2, cache)
+
+    async def twice():
+        first = [await judge_.judge(CORRECT, ADD_TESTS), await judge_.judge(WRONG, ADD_TESTS)]
+        # Four identical jobs at once: one runs, three wait for it and read the cache.
+        again = [None] * 4
+
+        async def one(i):
+            again[i] = await judge_.judge(CORRECT, ADD_TESTS)
+
+        async with anyio.create_task_group() as tg:
+            for i in range(4):
+                tg.start_soon(one, i)
+        return first, again
+
+    (correct, wrong), again = anyio.run(twice)
+    assert not correct.cached and all(r.cached for r in again)
+    assert again[0] == dataclasses.replace(correct, cached=True)  # tuples and all rebuilt
+    assert (cache.stats.hits, cache.stats.misses, cache.stats.writes) == (4, 2, 2)
+    other = RustJudge(find_toolchain(), RustConfig(test_cpu_s=3), 1, cache)
+    assert other.cache_key_for(CORRECT, ADD_TESTS, "libtest") != judge_.cache_key_for(
+        CORRECT, ADD_TESTS, "libtest"
+    )

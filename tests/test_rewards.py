@@ -1,0 +1,98 @@
+"""The reward formula with hand-computed numbers (pure: no rustc needed)."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import pytest
+
+from rlaif.config import RewardsConfig
+from rlaif.rewards import AST_TERMS, reward_terms
+from rlaif.rust_ast import rust_metrics
+from rlaif.types import Judgement, RustResult
+
+W = RewardsConfig()
+OFF = Judgement(abstained="off")
+COMPILED = RustResult(parsed=True, compiled=True, tests_total=4, tests_passed=4, clippy_ran=True)
+IDIOMATIC = """
+/// Sums the even numbers.
+fn sum_even(xs: &[i64]) -> Option<i64> {
+    let total = xs.iter().filter(|x| *x % 2 == 0).sum::<i64>();
+    match total { 0 => None, t => Some(t) }
+}
+"""
+
+
+def test_every_term_of_a_compiling_idiomatic_solution():
+    m = rust_metrics(IDIOMATIC)
+    components, sources = reward_terms(COMPILED, OFF, True, W, m)
+    assert components == {
+        "parse": 8.0,
+        "compile": 10.0,
+        "errors": 5.0,
+        "warnings": 1.0,
+        "clippy": 1.0,  # clippy ran and found nothing
+        "tests": 10.0,  # 4 of 4
+        "all_tests": 5.0,
+        "structure": 2 * 0.5,  # one function: min(0.5 x 1, 2), times 2
+        # Option +0.5, docs 0.5 x 1/1 = 0.5; no Result, no ?, no unsafe, no panic: 1.0 x 3
+        "quality": 3.0,
+        # iterators 1 + match 0.8 + closure 0.7 + chain 0.6 + turbofish 0.3 = 3.4, times 2
+        "idioms": pytest.approx(6.8),
+        "complexity": 0.0,
+    }
+    assert sources["rust"] == pytest.approx(8 + 10 + 5 + 1 + 1 + 10 + 5 + 1 + 3 + 6.8)
+
+
+def test_warnings_clippy_lints_and_errors_are_weighted_and_capped():
+    r = RustResult(parsed=True, compiled=True, warnings=3, clippy_ran=True, clippy_lints=20)
+    c, _ = reward_terms(r, OFF, True, W)
+    assert c["warnings"] == -1.5  # 3 x -0.5
+    assert c["clippy"] == -2.0  # 20 lints, at most 8 counted: 8 x -0.25
+    broken = RustResult(parsed=True, errors=25)
+    c, _ = reward_terms(broken, OFF, True, W)
+    assert c["errors"] == -20.0 and c["warnings"] == 0.0  # 10 errors counted at most: 10 x -2
+
+
+def test_ast_terms_need_compiling_code_by_default():
+    # Broken code that parses and is full of structure earns no syntax-tree terms...
+    rich_but_broken = RustResult(parsed=True, errors=1)
+    m = rust_metrics(IDIOMATIC)
+    c, s = reward_terms(rich_but_broken, OFF, True, W, m)
+    assert [c[t] for t in AST_TERMS] == [0.0, 0.0, 0.0, 0.0]
+    assert s["rust"] == 8 - 2  # parse, one error
+    # ...unless the gate is opened on purpose.
+    c, _ = reward_terms(rich_but_broken, OFF, True, dataclasses.replace(W, ast_gate="parse"), m)
+    assert c["structure"] == 1.0 and c["idioms"] == pytest.approx(6.8)
+
+
+def test_panics_cost_down_to_the_quality_floor():
+    m = rust_metrics("fn f(x: Option<i32>) -> i32 { x.unwrap() }")
+    c, _ = reward_terms(COMPILED, OFF, True, W, m)
+    # Option +0.5, one panic -2 -> -1.5, times 3
+    assert c["quality"] == -4.5
+    many = rust_metrics("fn f(x: Option<i32>) -> i32 { x.unwrap() + x.unwrap() + x.unwrap() }")
+    c, _ = reward_terms(COMPILED, OFF, True, W, many)
+    assert c["quality"] == -6.0  # 0.5 - 6 = -5.5, floored at -2, times 3
+
+
+def test_complexity_above_the_threshold_costs():
+    branches = "".join(f"    if x == {i} {{ return {i}; }}\n" for i in range(14))
+    m = rust_metrics(f"fn f(x: i32) -> i32 {{\n{branches}    0\n}}")
+    assert m.complexity == 15  # 1 + 14 ifs
+    c, _ = reward_terms(COMPILED, OFF, True, W, m)
+    assert c["complexity"] == pytest.approx(-0.5)  # -1 x (15 - 10) / 10
+
+
+def test_no_code_and_refused_code_score_as_the_most_broken_code():
+    refused = RustResult(rejected="refused before compiling: 'include_str' ...")
+    for r, has_code in ((RustResult(), False), (refused, True)):
+        c, s = reward_terms(r, OFF, has_code, W, rust_metrics("fn main() {}"))
+        assert s["rust"] == -20.0  # 10 errors' worth, and nothing else
+        assert [c[t] for t in AST_TERMS] == [0.0, 0.0, 0.0, 0.0]
+
+
+def test_a_sandbox_failure_is_unknown_not_bad():
+    c, s = reward_terms(RustResult(sandbox_error="boom"), OFF, True, W, rust_metrics("fn a() {}"))
+    assert all(math.isnan(v) for v in c.values()) and math.isnan(s["rust"])
