@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -597,6 +598,9 @@ def _build_section(
     return cls(**kwargs)
 
 
+_YAML11_EXPONENT = re.compile(r"[-+]?\d+(\.\d*)?[eE][-+]?\d+")
+
+
 def _check_value(value: Any, hint: Any, meta: Any) -> tuple[str | None, Any]:
     """Return (problem, value): problem is None when `value` fits the type hint and range."""
     origin = typing.get_origin(hint)
@@ -616,6 +620,8 @@ def _check_value(value: Any, hint: Any, meta: Any) -> tuple[str | None, Any]:
         if isinstance(value, bool) or not isinstance(value, int):
             return f"expected an integer, got {_kind(value)}", None
     elif hint is float:
+        if isinstance(value, str) and _YAML11_EXPONENT.fullmatch(value.strip()):
+            value = float(value)  # YAML 1.1 reads `1e-3` (no dot) as a string; users mean a number
         if isinstance(value, bool) or not isinstance(value, int | float):
             return f"expected a number, got {_kind(value)}", None
         value = float(value)

@@ -82,6 +82,15 @@ def test_bools_are_not_numbers_and_numbers_are_not_strings(tmp_path):
     assert "student.model=3: expected a string" in str(info.value)
 
 
+def test_exponent_without_a_dot_is_a_number_as_users_mean_it(tmp_path):
+    # YAML 1.1 (PyYAML) reads `1e-3` as the string "1e-3"; a float key takes it as 0.001.
+    path = write(tmp_path, "trainer:\n  learning_rate: 1e-3\n")
+    assert load(path, ["kl.coef=2E-2"]).trainer.learning_rate == 0.001
+    assert load(path, ["kl.coef=2E-2"]).kl.coef == 0.02
+    with pytest.raises(ConfigError, match="expected a number"):
+        load(path, ["kl.coef=e-3"])
+
+
 def test_saved_config_round_trips(tmp_path):
     config = load(None, ["trainer.max_steps=7", "teacher.provider=none"])
     save(config, tmp_path / "resolved.yaml")
