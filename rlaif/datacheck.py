@@ -37,6 +37,7 @@ NEAR_DUPLICATE_JACCARD = 0.8  # word 3-gram overlap above which two prompts coun
 _ASSERTION = re.compile(r"\b(?:debug_)?assert(?:_eq|_ne)?!")
 _TEST_OK = re.compile(r"^test \S+::(\S+) \.\.\. ok$", re.MULTILINE)
 _FN_ITEM = re.compile(r"\bfn\s+[A-Za-z_]\w*")
+_MUT_BINDING = re.compile(r"\bmut\s+(?=\w+\s*:)")  # `mut x: T` binds mutably; callers see `x: T`
 
 
 @dataclass(frozen=True)
@@ -337,9 +338,10 @@ def stub_of(reference: str) -> str:
 
 
 def free_fn_signatures(reference: str) -> list[str]:
-    """Signatures of the reference's top-level functions, whitespace collapsed (no bodies)."""
+    """Signatures of the reference's top-level functions as callers see them: whitespace
+    collapsed, no body, and no `mut` on parameter bindings (that is the body's business)."""
     return [
-        _collapse(reference[start:body])
+        _MUT_BINDING.sub("", _collapse(reference[start:body]))
         for start, body, _, depth in _fn_items(reference)
         if depth == 0 and body >= 0
     ]
