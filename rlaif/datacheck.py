@@ -339,9 +339,10 @@ def stub_of(reference: str) -> str:
 
 def free_fn_signatures(reference: str) -> list[str]:
     """Signatures of the reference's top-level functions as callers see them: whitespace
-    collapsed, no body, and no `mut` on parameter bindings (that is the body's business)."""
+    collapsed, no body, no `mut` on parameter bindings (that is the body's business) and no
+    trailing comma after a `where` clause (rustfmt adds one)."""
     return [
-        _MUT_BINDING.sub("", _collapse(reference[start:body]))
+        _MUT_BINDING.sub("", _collapse(reference[start:body])).removesuffix(",")
         for start, body, _, depth in _fn_items(reference)
         if depth == 0 and body >= 0
     ]

@@ -92,7 +92,7 @@ def test_stub_replaces_every_body_and_keeps_declarations():
 }
 // a comment with fn fake() { and a brace
 struct P { f: fn(i32) -> i32 }
-fn tricky<'a>(mut s: &'a str) -> &'a str where 'a: 'a {
+fn tricky<'a>(mut s: &'a str) -> &'a str where 'a: 'a, {
     let _brace = "}{"; let _c = '}'; let _r = r#"fn x() {"#;
     fn inner() {}
     s
@@ -104,9 +104,10 @@ fn tricky<'a>(mut s: &'a str) -> &'a str where 'a: 'a {
     assert "fn name(&self) -> String;" in stub
     assert "// a comment with fn fake() { and a brace" in stub
     assert "struct P { f: fn(i32) -> i32 }" in stub
-    assert "fn tricky<'a>(mut s: &'a str) -> &'a str where 'a: 'a { todo!() }" in stub
+    assert "fn tricky<'a>(mut s: &'a str) -> &'a str where 'a: 'a, { todo!() }" in stub
     assert "inner" not in stub and "}{" not in stub
-    # Only the top-level free function is a signature the prompt must give, without `mut s`.
+    # Only the top-level free function is a signature the prompt must give, without
+    # `mut s` and without the where clause's trailing comma.
     assert free_fn_signatures(source) == ["fn tricky<'a>(s: &'a str) -> &'a str where 'a: 'a"]
 
 
