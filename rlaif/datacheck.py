@@ -37,6 +37,7 @@ NEAR_DUPLICATE_JACCARD = 0.8  # word 3-gram overlap above which two prompts coun
 _ASSERTION = re.compile(r"\b(?:debug_)?assert(?:_eq|_ne)?!")
 _TEST_OK = re.compile(r"^test \S+::(\S+) \.\.\. ok$", re.MULTILINE)
 _FN_ITEM = re.compile(r"\bfn\s+[A-Za-z_]\w*")
+_TEST_FN = re.compile(r"#\[test\]\s*(?:#\[[^\]]*\]\s*)*fn\s+(\w+)")
 _MUT_BINDING = re.compile(r"\bmut\s+(?=\w+\s*:)")  # `mut x: T` binds mutably; callers see `x: T`
 
 
@@ -130,6 +131,11 @@ def static_problems(task: Task) -> list[str]:
     if assertions < MIN_ASSERTIONS:
         problems.append(f"tests: {assertions} assertions, at least {MIN_ASSERTIONS} needed")
     if task.reference:
+        # `use super::*` loses to a test's own name: a test named like the function it calls
+        # shadows it, and the test build fails with a confusing arity error.
+        defined = {m.group(0).split()[-1] for m in _FN_ITEM.finditer(task.reference)}
+        for name in sorted(defined & set(_TEST_FN.findall(task.tests))):
+            problems.append(f"tests: test `{name}` shadows the function `{name}` it should test")
         prompt = _collapse(task.prompt)
         for signature in free_fn_signatures(task.reference):
             if signature not in prompt:

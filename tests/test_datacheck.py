@@ -111,14 +111,18 @@ fn tricky<'a>(mut s: &'a str) -> &'a str where 'a: 'a, {
     assert free_fn_signatures(source) == ["fn tricky<'a>(s: &'a str) -> &'a str where 'a: 'a"]
 
 
-def test_static_problems_count_assertions_and_find_the_signature(tmp_path):
+def test_static_problems_assertions_signature_and_shadowing(tmp_path):
     weak = {**DOUBLE, "tests": "#[test]\nfn a() { assert_eq!(double(1), 2); assert!(true); }"}
     wrong_prompt = {**DOUBLE, "id": "p", "prompt": "Write `fn double(x: i32) -> i32`."}
-    path = write(tmp_path / "t.jsonl", weak, wrong_prompt)
-    first, second = load_tasks(path)
+    shadowing = {**DOUBLE, "id": "s", "tests": DOUBLE["tests"].replace("fn small", "fn double")}
+    path = write(tmp_path / "t.jsonl", weak, wrong_prompt, shadowing)
+    first, second, third = load_tasks(path)
     assert static_problems(first) == ["tests: 2 assertions, at least 3 needed"]
     assert static_problems(second) == [
         "prompt: does not give the signature `fn double(x: i64) -> i64`"
+    ]
+    assert static_problems(third) == [
+        "tests: test `double` shadows the function `double` it should test"
     ]
 
 
