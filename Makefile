@@ -45,7 +45,7 @@ test: install
 	$(PY) -m pytest -q
 
 # Every task's reference passes its tests, its todo!() stub fails them, no eval prompt repeats a
-# train prompt. rustc jobs at once default to cores - 1; set ARGS="--concurrency N" to change it.
+# train prompt. rustc jobs at once default to every core; ARGS="--concurrency N" changes that.
 data-check: install
 	$(PY) -m rlaif data check data/train.jsonl data/eval.jsonl $(ARGS)
 

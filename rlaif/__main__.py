@@ -93,7 +93,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     check.add_argument("--config", help="YAML config whose `rust` section to use (default: none)")
     check.add_argument(
-        "--concurrency", type=int, default=0, help="rustc jobs at once (default: cores - 1)"
+        "--concurrency", type=int, default=0, help="rustc jobs at once (default: every core)"
     )
     check.set_defaults(handler=_data_check)
     return parser
@@ -211,7 +211,8 @@ def _data_check(args: argparse.Namespace, console: Console) -> int:
 
     config = config_module.load(args.config)
     toolchain = find_toolchain(config.rust.rustc)
-    concurrency = args.concurrency or config.rust.concurrency or max(1, (os.cpu_count() or 2) - 1)
+    # Nothing else runs beside the check (no model), so every core may compile.
+    concurrency = args.concurrency or config.rust.concurrency or (os.cpu_count() or 1)
     judge = RustJudge(toolchain, config.rust, concurrency)
     console.print(f"rustc: {toolchain.version}; {concurrency} job(s) at once")
     report = anyio.run(check_files, args.files, judge)

@@ -131,9 +131,14 @@ def static_problems(task: Task) -> list[str]:
     if assertions < MIN_ASSERTIONS:
         problems.append(f"tests: {assertions} assertions, at least {MIN_ASSERTIONS} needed")
     if task.reference:
-        # `use super::*` loses to a test's own name: a test named like the function it calls
-        # shadows it, and the test build fails with a confusing arity error.
-        defined = {m.group(0).split()[-1] for m in _FN_ITEM.finditer(task.reference)}
+        # `use super::*` loses to a test's own name: a test named like a free function it calls
+        # shadows it, and the test build fails with a confusing arity error. (Methods are
+        # reached through a type or value, so their names are free to reuse.)
+        defined = {
+            _FN_ITEM.match(task.reference, start).group(0).split()[-1]
+            for start, body, _, depth in _fn_items(task.reference)
+            if depth == 0 and body >= 0
+        }
         for name in sorted(defined & set(_TEST_FN.findall(task.tests))):
             problems.append(f"tests: test `{name}` shadows the function `{name}` it should test")
         prompt = _collapse(task.prompt)
