@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 
 import anyio
 import pytest
@@ -17,7 +18,7 @@ from rlaif.datacheck import (
     stub_of,
 )
 from rlaif.rust import RustJudge
-from tests.conftest import run_cli
+from tests.conftest import REPO, run_cli
 
 DOUBLE = {
     "id": "double_it",
@@ -202,3 +203,18 @@ def test_duplicate_ids_within_and_across_files_fail_the_command(tmp_path):
     assert done.returncode == 1
     assert f"{evals}:1: label_struct: id: already used at {train}:1" in done.stdout
     assert "2 tasks in 2 file(s): 1 problem(s)" in done.stdout
+
+
+def test_shipped_task_files_pass_the_checks_that_need_no_compiler():
+    # The rustc half (references pass, stubs fail) runs in CI as `make data-check`.
+    train = load_tasks(REPO / "data/train.jsonl")
+    held_out = load_tasks(REPO / "data/eval.jsonl")
+    assert len(train) >= 200 and len(held_out) >= 60
+    problems = [f"{t.source}: {p}" for t in train + held_out for p in static_problems(t)]
+    problems += [str(p) for p in duplicate_prompts(train, held_out)]
+    assert problems == []
+    # A realistic mix, about 40% easy, 40% medium, 20% hard, in both files.
+    for tasks in (train, held_out):
+        share = Counter(t.difficulty for t in tasks)
+        assert share["easy"] >= 0.3 * len(tasks) and share["medium"] >= 0.3 * len(tasks)
+        assert share["hard"] >= 0.15 * len(tasks)
