@@ -5,7 +5,8 @@ A wrong test teaches the wrong thing, so every task is checked with the real rus
 - a stub of it (the reference with every function body replaced by `todo!()`, so types, traits
   and signatures stay) compiles and fails every hidden test: a test that a stub passes does not
   exercise the code the student writes;
-- its tests hold at least `MIN_ASSERTIONS` assertions;
+- its tests hold at least `MIN_ASSERTIONS` assertions, and no test is named like a free function
+  of the reference (the test's name would shadow the function inside the test module);
 - each free function of the reference has its signature written out in the prompt, so the
   student is told exactly what the tests will call;
 - ids are unique across all the files given, and no prompt of a later file duplicates one of an
