@@ -1,6 +1,7 @@
 # rlaif: every target installs what it needs, so a fresh clone needs no other step.
 #   make train    install, build the offline student, train on config.yaml
 #   make test     install, run the tests
+#   make data-check  install, check the task files with rustc (references pass, stubs fail)
 # Variables: PYTHON (to create the venv), TORCH (the torch requirement installed first),
 # CONFIG and ARGS (for train/eval, e.g. ARGS="--set trainer.max_steps=3").
 
@@ -14,7 +15,7 @@ PY      := $(VENV)/bin/python
 INSTALLED := $(VENV)/.rlaif-installed
 STUDENT := models/smollm2-135m-instruct
 
-.PHONY: install student train eval test lint docs bench clean
+.PHONY: install student train eval test data-check lint docs bench clean
 
 install: $(INSTALLED)
 
@@ -42,6 +43,11 @@ eval: install student
 
 test: install
 	$(PY) -m pytest -q
+
+# Every task's reference passes its tests, its todo!() stub fails them, no eval prompt repeats a
+# train prompt. rustc jobs at once default to every core; ARGS="--concurrency N" changes that.
+data-check: install
+	$(PY) -m rlaif data check data/train.jsonl data/eval.jsonl $(ARGS)
 
 lint: install
 	$(PY) -m ruff check rlaif tests bench

@@ -10,6 +10,7 @@ Commands:
   config-doc        print the configuration reference as a Markdown table
   doctor            check rustc, clippy, device, the teacher's key and the cache (--online: and
                     one teacher request)
+  data check        check task files with rustc: references pass, stubs fail, no duplicates
 
 Everything that can be checked without a model (config, task files, rustc, the teacher's key) is
 checked first, so a mistake costs a second, not a model load.
@@ -43,6 +44,7 @@ COMMANDS = (
     "make-tiny-model",
     "convert-gguf",
     "config-doc",
+    "data",
 )
 DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 DEFAULT_CONFIG = "config.yaml"
@@ -134,6 +136,23 @@ def _parser() -> argparse.ArgumentParser:
     _config_arguments(doctor)
     doctor.add_argument("--online", action="store_true", help="also send one teacher request")
     doctor.set_defaults(handler=_doctor)
+    data = commands.add_parser("data", help="task file tools")
+    data_commands = data.add_subparsers(dest="data_command", required=True)
+    check = data_commands.add_parser(
+        "check", help="compile every reference and its todo!() stub against the task's tests"
+    )
+    check.add_argument(
+        "files",
+        nargs="+",
+        type=Path,
+        help="task files; later ones (eval) are "
+        "checked for prompts that duplicate earlier ones (train)",
+    )
+    check.add_argument("--config", help="YAML config whose `rust` section to use (default: none)")
+    check.add_argument(
+        "--concurrency", type=int, default=0, help="rustc jobs at once (default: every core)"
+    )
+    check.set_defaults(handler=_data_check)
     return parser
 
 
@@ -347,6 +366,32 @@ def _doctor(args: argparse.Namespace, console: Console) -> int:
     for check in checks:
         console.print(Text(f"{check.label:>4}  {check.name}: {check.detail}"))
     return exit_code(checks)
+
+
+def _data_check(args: argparse.Namespace, console: Console) -> int:
+    import os
+
+    import anyio
+
+    from .datacheck import check_files
+    from .rust import RustJudge
+
+    config = config_module.load(args.config)
+    toolchain = find_toolchain(config.rust.rustc)
+    # Nothing else runs beside the check (no model), so every core may compile.
+    concurrency = args.concurrency or config.rust.concurrency or (os.cpu_count() or 1)
+    judge = RustJudge(toolchain, config.rust, concurrency)
+    console.print(f"rustc: {toolchain.version}; {concurrency} job(s) at once")
+    report = anyio.run(check_files, args.files, judge)
+    for problem in report.problems:
+        console.print(Text(str(problem)))
+    skipped = f", {report.skipped} skipped (MultiPL-E harness)" if report.skipped else ""
+    verdict = "ok" if report.ok else f"{len(report.problems)} problem(s)"
+    console.print(
+        f"{report.tasks} tasks in {report.files} file(s){skipped}: {verdict} "
+        f"({report.seconds:.1f} s)"
+    )
+    return 0 if report.ok else 1
 
 
 README_TABLE_START = "<!-- config-doc:start"
