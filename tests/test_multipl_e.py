@@ -115,9 +115,10 @@ def test_a_type_error_is_counted_and_a_missing_function_fails_the_build(toolchai
     )
     assert not type_error.compiled and type_error.error_codes == ("E0308",)
     assert type_error.tests_passed == 0
-    # The code alone compiles; with the tests it does not (they call `add`): a failed test.
-    assert other_name.compiled and (other_name.tests_passed, other_name.tests_total) == (0, 1)
-    assert "test build" in other_name.log
+    # The program is the code plus the task's `main`, checked as one: `main` calls `add`, which
+    # the code does not define, so it does not compile (E0425) and no test runs.
+    assert not other_name.compiled and other_name.error_codes == ("E0425",)
+    assert (other_name.tests_passed, other_name.tests_total) == (0, 0)
 
 
 def test_scorer_judges_a_multipl_e_sample_under_its_harness(toolchain):
@@ -127,8 +128,12 @@ def test_scorer_judges_a_multipl_e_sample_under_its_harness(toolchain):
     scorer = Scorer(RustJudge(toolchain, RustConfig(), 1), None, RewardsConfig())
     scored = anyio.run(scorer.score_one, sample)
     assert scored.rust.all_tests_passed
-    # parse 8 + compile 10 + no errors 5 + no warnings 1 + tests 10 * 1/1 + all pass 5 = 39
-    assert scored.reward == 39.0
+    # Compiler: parse 8 + compile 10 + no errors 5 + no warnings 1 + clippy clean 1 + tests
+    # 10 * 1/1 + all pass 5 = 40. Syntax tree (one documented fn; chars/filter/count, a closure,
+    # a chain): structure 2 * 0.5 = 1; quality 3 * (doc coverage 1 * 0.5) = 1.5; idioms
+    # 2 * (iterators 1 + closures 0.7 + chains 0.6) = 4.6; complexity 1 costs nothing. 47.1.
+    assert scored.components["idioms"] == pytest.approx(4.6)
+    assert scored.reward == pytest.approx(47.1)
 
 
 ROW = {
