@@ -28,6 +28,26 @@ def toolchain():
     return find_toolchain()
 
 
+@pytest.fixture
+def one_torch_thread():
+    """One torch thread for the test: the machine's cores are shared, and one thread is faster
+    than two fighting (and gives the same float sums every time)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def settings(**values) -> list[str]:
+    """`--set` arguments: settings(student__model=m) -> ["--set", "student.model=m"]."""
+    args = []
+    for key, value in values.items():
+        args += ["--set", f"{key.replace('__', '.', 1)}={value}"]
+    return args
+
+
 def run_cli(*args: str, cwd: Path = REPO, env: dict[str, str] | None = None, timeout: float = 300):
     """`python -m rlaif ARGS` in a subprocess, as a user runs it; returns CompletedProcess."""
     base = {k: v for k, v in os.environ.items() if k not in SECRET_VARS}

@@ -15,12 +15,7 @@ ADV = [1.0, -1.0, 0.5, -0.5]
 CPU = torch.device("cpu")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def lora_config(tiny_model_dir, **trainer) -> Config:

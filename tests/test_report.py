@@ -11,7 +11,7 @@ import math
 import pytest
 
 from rlaif.report import write_report
-from tests.conftest import run_cli
+from tests.conftest import run_cli, settings
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -20,28 +20,19 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 def run_dir(tiny_model_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("runs")
     done = run_cli(
-        "--set",
-        f"student.model={tiny_model_dir}",
-        "--set",
-        "student.max_new_tokens=16",
-        "--set",
-        "trainer.samples_per_prompt=2",
-        "--set",
-        "trainer.max_steps=3",
-        "--set",
-        "teacher.provider=none",
-        "--set",
-        "logging.tensorboard=true",
-        "--set",
-        "eval.every=2",
-        "--set",
-        "eval.max_tasks=2",
-        "--set",
-        f"cache.dir={out / 'cache'}",
-        "--set",
-        f"run.output_dir={out}",
-        "--set",
-        "run.name=reported",
+        *settings(
+            student__model=tiny_model_dir,
+            student__max_new_tokens=16,
+            trainer__samples_per_prompt=2,
+            trainer__max_steps=3,
+            teacher__provider="none",
+            logging__tensorboard="true",
+            eval__every=2,
+            eval__max_tasks=2,
+            cache__dir=out / "cache",
+            run__output_dir=out,
+            run__name="reported",
+        )
     )
     assert done.returncode == 0, done.stderr[-3000:]
     return out / "reported"

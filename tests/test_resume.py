@@ -15,35 +15,26 @@ from rlaif.checkpoint import RNG_FILE, STATE_FILE, TRAINER_FILE, CheckpointError
 from rlaif.config import Config, ConfigError, RunConfig, TrainerConfig
 from rlaif.resume import check_config, check_tasks, locate, trim_logs
 from rlaif.types import Task
-from tests.conftest import run_cli
+from tests.conftest import run_cli, settings
 
 
 def train(tiny_model_dir, out, name, *extra):
     done = run_cli(
-        "--set",
-        f"student.model={tiny_model_dir}",
-        "--set",
-        "student.max_new_tokens=16",
-        "--set",
-        "trainer.samples_per_prompt=2",
-        # A large rate: a resume that lost the optimizer's moments or the RNG would move the
-        # weights by ~1e-3, far beyond the 1e-6 the test allows.
-        "--set",
-        "trainer.learning_rate=0.001",
-        "--set",
-        "teacher.provider=none",
-        "--set",
-        "pipeline.torch_threads=1",  # a fixed thread policy: the same float sums every time
-        "--set",
-        "checkpoint.every=0",
-        "--set",
-        f"cache.dir={out / 'cache'}",
-        "--set",
-        f"run.output_dir={out}",
-        "--set",
-        f"run.name={name}",
-        "--set",
-        "logging.progress=false",
+        *settings(
+            student__model=tiny_model_dir,
+            student__max_new_tokens=16,
+            trainer__samples_per_prompt=2,
+            # A large rate: a resume that lost the optimizer's moments or the RNG would move the
+            # weights by ~1e-3, far beyond the 1e-6 the test allows.
+            trainer__learning_rate=0.001,
+            teacher__provider="none",
+            pipeline__torch_threads=1,  # a fixed thread policy: the same float sums every time
+            checkpoint__every=0,
+            cache__dir=out / "cache",
+            run__output_dir=out,
+            run__name=name,
+            logging__progress="false",
+        ),
         *extra,
     )
     assert done.returncode == 0, done.stderr[-3000:]

@@ -18,13 +18,7 @@ TASK = Task("a", "Write `fn a() -> i32` returning 1.", "#[test] fn t() {}", "eas
 ADV = [1.0, -1.0, 0.5, -0.5]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # The test machine's cores are shared: one torch thread is faster than two fighting.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def make_config(tiny_model_dir, **trainer) -> Config:
