@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import matplotlib
 import yaml
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
@@ -180,9 +181,12 @@ def plot_reward(fig: Figure, metrics: list[dict], samples: SampleStats) -> str |
     top.legend(loc="best")
     if samples.components:
         bottom = fig.add_subplot(2, 1, 2, sharex=top)
-        for term, by_step in samples.components.items():
+        # A colour per term: there are more terms than the default cycle's 10 colours.
+        palette = matplotlib.colormaps["tab20"].colors
+        for i, (term, by_step) in enumerate(samples.components.items()):
             term_steps = sorted(by_step)
-            bottom.plot(term_steps, [_nanmean(by_step[s]) for s in term_steps], label=term)
+            means = [_nanmean(by_step[s]) for s in term_steps]
+            bottom.plot(term_steps, means, label=term, color=palette[i % len(palette)])
         bottom.set(title="Reward terms (mean over the step's samples)", xlabel="step")
         bottom.set_ylabel("weighted value")
         bottom.legend(loc="best", fontsize="small", ncols=2)
