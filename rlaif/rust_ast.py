@@ -121,13 +121,18 @@ def rust_metrics(code: str) -> AstMetrics:
     unwraps = panic_macros = iterator_calls = destructurings = chains = 0
     documented = documentable = 0
     code_lines: set[int] = set()
-    for node in _walk(root):
+    functions = []
+    # Comment subtrees are not descended into: nothing counted lives there, and a leaf inside a
+    # comment is no line of code.
+    for node in _walk(root, prune=COMMENTS):
         kind = node.type
         if kind in counts:
             counts[kind] += 1
+        if kind == "function_item":
+            functions.append(node)
         if kind in COMMENTS:
             continue
-        if node.child_count == 0 and node.end_byte > node.start_byte and not _inside_comment(node):
+        if node.child_count == 0 and node.end_byte > node.start_byte:
             code_lines.update(range(node.start_point[0], node.end_point[0] + 1))
         if kind == "type_identifier" and node.text is not None:
             name = node.text.decode()
@@ -148,7 +153,6 @@ def rust_metrics(code: str) -> AstMetrics:
             unwraps += method in PANIC_METHODS
             iterator_calls += method in ITERATOR_METHODS
             chains += _is_chain_top(node)
-    functions = [n for n in _walk(root) if n.type == "function_item"]
     return AstMetrics(
         has_errors=root.has_error,
         functions=counts["function_item"],
@@ -176,25 +180,24 @@ def rust_metrics(code: str) -> AstMetrics:
     )
 
 
-def _walk(node: tree_sitter.Node) -> Iterator[tree_sitter.Node]:
+def _walk(
+    node: tree_sitter.Node, prune: frozenset[str] | set[str] = frozenset()
+) -> Iterator[tree_sitter.Node]:
+    """Every node in document order; the children of `prune` types are skipped.
+
+    Iterative, and never asks a node for its parent: py-tree-sitter finds a parent by walking
+    down from the root, so parent chains made metrics cubic in the code's size.
+    """
     stack = [node]
     while stack:
         current = stack.pop()
         yield current
-        stack.extend(reversed(current.children))
+        if current.type not in prune:
+            stack.extend(reversed(current.children))
 
 
 def _text(node: tree_sitter.Node | None) -> str | None:
     return node.text.decode() if node is not None and node.text is not None else None
-
-
-def _inside_comment(node: tree_sitter.Node) -> bool:
-    parent = node.parent
-    while parent is not None:
-        if parent.type in COMMENTS:
-            return True
-        parent = parent.parent
-    return False
 
 
 def _method_name(node: tree_sitter.Node) -> str | None:
@@ -269,24 +272,28 @@ def _cyclomatic(function: tree_sitter.Node) -> int:
         if node.type in BRANCHES:
             total += 1
         elif node.type == "match_expression":
-            arms = [c for c in _walk(node) if c.type == "match_arm" and _owner(c) == node]
-            total += max(len(arms) - 1, 0)
+            # Its own arms: the children of its match block (nested matches count for themselves).
+            arms = sum(c.type == "match_arm" for block in node.children for c in block.children)
+            total += max(arms - 1, 0)
         elif node.type == "binary_expression":
             operator = node.child_by_field_name("operator")
             total += operator is not None and operator.type in ("&&", "||")
     return total
 
 
-def _owner(arm: tree_sitter.Node) -> tree_sitter.Node | None:
-    parent = arm.parent  # match_block
-    return parent.parent if parent is not None else None
+def _nesting(root: tree_sitter.Node) -> int:
+    """Deepest nesting of NESTING nodes (an `else if` is no deeper than its `if`).
 
-
-def _nesting(node: tree_sitter.Node, depth: int = 0) -> int:
-    deepest = depth
-    for child in node.children:
-        nested = child.type in NESTING and not (
-            child.type == "if_expression" and node.type == "else_clause"
-        )
-        deepest = max(deepest, _nesting(child, depth + nested))
+    Iterative: long expressions make left-deep trees thousands of levels deep.
+    """
+    deepest = 0
+    stack = [(root, 0)]
+    while stack:
+        node, depth = stack.pop()
+        deepest = max(deepest, depth)
+        for child in node.children:
+            nested = child.type in NESTING and not (
+                child.type == "if_expression" and node.type == "else_clause"
+            )
+            stack.append((child, depth + nested))
     return deepest
