@@ -305,9 +305,9 @@ def _score(args: argparse.Namespace, console: Console) -> int:
     from .rust import default_concurrency
     from .score import run_score, write_results
 
-    config = config_module.load(args.config, args.overrides)
+    config = config_module.load(args.config or DEFAULT_CONFIG, args.overrides)
     toolchain = find_toolchain(config.rust.rustc)
-    teacher, teacher_status = make_teacher(config.teacher)
+    teacher, teacher_status = make_teacher(config.teacher, cache_config=config.cache)
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     err.print(teacher_status)
     lines, scored, stats = run_score(
@@ -361,7 +361,7 @@ def _shipped_gguf() -> Path:
 def _doctor(args: argparse.Namespace, console: Console) -> int:
     from .doctor import exit_code, run_doctor
 
-    config = config_module.load(args.config, args.overrides)
+    config = config_module.load(args.config or DEFAULT_CONFIG, args.overrides)
     checks = run_doctor(config, args.online)
     for check in checks:
         console.print(Text(f"{check.label:>4}  {check.name}: {check.detail}"))
@@ -369,17 +369,15 @@ def _doctor(args: argparse.Namespace, console: Console) -> int:
 
 
 def _data_check(args: argparse.Namespace, console: Console) -> int:
-    import os
-
     import anyio
 
     from .datacheck import check_files
-    from .rust import RustJudge
+    from .rust import RustJudge, cpu_count
 
     config = config_module.load(args.config)
     toolchain = find_toolchain(config.rust.rustc)
     # Nothing else runs beside the check (no model), so every core may compile.
-    concurrency = args.concurrency or config.rust.concurrency or (os.cpu_count() or 1)
+    concurrency = args.concurrency or config.rust.concurrency or cpu_count()
     judge = RustJudge(toolchain, config.rust, concurrency)
     console.print(f"rustc: {toolchain.version}; {concurrency} job(s) at once")
     report = anyio.run(check_files, args.files, judge)

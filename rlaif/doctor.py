@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import shutil
 import subprocess
 import time
 from collections.abc import Mapping
@@ -23,7 +22,7 @@ from pathlib import Path
 import anyio
 
 from .config import Config
-from .rust import RustToolchainError, find_toolchain
+from .rust import RustToolchainError, cpu_count, find_toolchain
 
 
 @dataclass(frozen=True)
@@ -44,8 +43,7 @@ def check_rustc(config: Config) -> list[Check]:
     except RustToolchainError as exc:
         return [Check("rustc", False, str(exc)), Check("clippy-driver", False, "no rustc", False)]
     checks = [Check("rustc", True, f"{toolchain.version} ({toolchain.rustc})")]
-    beside = Path(toolchain.rustc).parent / "clippy-driver"
-    clippy = str(beside) if beside.exists() else shutil.which("clippy-driver")
+    clippy = toolchain.clippy  # the one the judge runs: the toolchain's own
     if clippy is None:
         checks.append(
             Check("clippy-driver", False, "not found (`rustup component add clippy`)", False)
@@ -72,7 +70,7 @@ def check_device(config: Config) -> list[Check]:
     what = str(device)
     if device.type == "cuda":
         what += f" ({torch.cuda.get_device_name(device)})"
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cores = cpu_count()
     return [
         Check("device", True, f"{what} (student.device={config.student.device})"),
         Check(

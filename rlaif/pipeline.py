@@ -47,7 +47,7 @@ from .config import Config, ConfigError
 from .curriculum import CurriculumSampler, is_zero_variance, sample_success
 from .metrics import RunLogger, StepProgress, score_metrics
 from .resume import ResumePoint, trim_logs
-from .rust import RustJudge, Toolchain, rust_cache
+from .rust import RustJudge, Toolchain, cpu_count, default_concurrency, rust_cache
 from .scoring import Scorer
 from .student import Generator, load_student, pick_device, pick_dtype, resolve_source
 from .teacher import Teacher, TeacherBudgetExhausted
@@ -60,11 +60,6 @@ from .trainer import (
     share_bounds,
 )
 from .types import Sample, Scored, Task
-
-
-def cpu_count() -> int:
-    """Cores this process may run on (its affinity mask, not the machine's total)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 @dataclass(frozen=True)
@@ -82,7 +77,7 @@ class ThreadPolicy:
 
 
 def rust_concurrency(config: Config) -> int:
-    return config.rust.concurrency or max(1, cpu_count() - 1)
+    return default_concurrency(config.rust)
 
 
 def make_run_dir(config: Config) -> Path:

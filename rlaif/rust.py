@@ -132,10 +132,14 @@ def compile_time_read(code: str) -> str | None:
     return f"refused before compiling: {found.group(0).strip()!r} reads files at compile time"
 
 
+def cpu_count() -> int:
+    """Cores this process may run on (its affinity mask, not the machine's total)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def default_concurrency(config: RustConfig) -> int:
-    """`rust.concurrency`, or cores - 1 (at least 1) when it is 0 (as pipeline.rust_concurrency)."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return config.concurrency or max(1, (cores or 1) - 1)
+    """`rust.concurrency`, or cores - 1 (at least 1) when it is 0: a core stays with torch."""
+    return config.concurrency or max(1, cpu_count() - 1)
 
 
 def rust_cache(config: CacheConfig) -> ResultCache | None:
