@@ -12,12 +12,15 @@ with diskcache's short default timeout, writes under contention can be dropped s
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import anyio
 import diskcache
 
 
@@ -83,3 +86,28 @@ class ResultCache:
 
     def close(self) -> None:
         self._cache.close()
+
+
+class InFlight:
+    """One computation per key at a time, on one event loop.
+
+    A caller whose key is being computed `wait`s for that computation, then reads the cache it
+    filled; so identical samples judged together cost one rustc job or one teacher request. Use:
+    `await in_flight.wait(key)`, look in the cache, then `with in_flight.claim(key): compute`.
+    """
+
+    def __init__(self) -> None:
+        self._done: dict[str, anyio.Event] = {}
+
+    async def wait(self, key: str) -> None:
+        while key in self._done:
+            await self._done[key].wait()
+
+    @contextlib.contextmanager
+    def claim(self, key: str) -> Iterator[None]:
+        self._done[key] = done = anyio.Event()
+        try:
+            yield
+        finally:
+            del self._done[key]
+            done.set()

@@ -44,7 +44,7 @@ from pathlib import Path
 import anyio
 
 from . import sandbox
-from .cache import ResultCache, cache_key
+from .cache import InFlight, ResultCache, cache_key
 from .config import CacheConfig, RustConfig
 from .sandbox import Limits, ProcessResult, run_sandboxed, scrubbed_env
 from .types import RustResult
@@ -164,7 +164,7 @@ class RustJudge:
         self.limiter = anyio.CapacityLimiter(concurrency)
         self.cache = cache
         self.use_clippy = config.clippy and toolchain.clippy is not None
-        self._in_flight: dict[str, anyio.Event] = {}  # cache key -> set when its job is done
+        self._in_flight = InFlight()  # identical jobs at once run once
         self._bin_dir = str(Path(toolchain.rustc).parent)
 
     def cache_key_for(self, code: str, tests: str, harness: str) -> str:
@@ -192,20 +192,15 @@ class RustJudge:
             async with self.limiter:
                 return await self._job_in_sandbox(code, tests, harness)
         key = self.cache_key_for(code, tests, harness)
-        while key in self._in_flight:  # the same code is being judged now: wait for its result
-            await self._in_flight[key].wait()
+        await self._in_flight.wait(key)  # the same code is being judged now: use its result
         stored = self.cache.get(key)
         if stored is not None:
             return dataclasses.replace(result_from_dict(stored), cached=True)
-        self._in_flight[key] = done = anyio.Event()
-        try:
+        with self._in_flight.claim(key):
             async with self.limiter:
                 result = await self._job_in_sandbox(code, tests, harness)
             if _cacheable(result):
                 self.cache.set(key, dataclasses.asdict(result))
-        finally:
-            del self._in_flight[key]
-            done.set()
         return result
 
     async def _job_in_sandbox(self, code: str, tests: str, harness: str) -> RustResult:

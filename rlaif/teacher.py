@@ -36,7 +36,7 @@ import openai
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt
 from tenacity.wait import wait_random_exponential
 
-from .cache import ResultCache, cache_key
+from .cache import InFlight, ResultCache, cache_key
 from .config import CacheConfig, ConfigError, TeacherConfig
 from .providers import (
     API_ERRORS,
@@ -148,7 +148,7 @@ class Teacher:
         # trickles bytes forever.
         self.deadline_s = config.timeout_s * 1.5
         self.stats = TeacherStats()
-        self._in_flight: dict[str, anyio.Event] = {}
+        self._in_flight = InFlight()  # identical samples at once share one request
         self._announced = False
 
     # --- grading ------------------------------------------------------------------------
@@ -158,20 +158,14 @@ class Teacher:
             return self._abstain("no_code: nothing to grade")
         context = context_shown(rust, finished, self.config.show_rustc)
         key = self._key(task, code, context)
-        while key in self._in_flight:  # the same sample is being graded: share its verdict
-            await self._in_flight[key].wait()
+        await self._in_flight.wait(key)  # the same sample is being graded: share its verdict
         cached = self.cache.get(key) if self.cache is not None else None
         if cached is not None:
             self.stats.cache_hits += 1
             return score_verdict(cached, self.weights, finished)
         self.stats.cache_misses += 1
-        done = self._in_flight[key] = anyio.Event()
-        try:
-            judgement = await self._ask(grading_request(task, code, context), finished, key)
-        finally:
-            del self._in_flight[key]
-            done.set()
-        return judgement
+        with self._in_flight.claim(key):
+            return await self._ask(grading_request(task, code, context), finished, key)
 
     async def _ask(self, user: str, finished: bool, key: str) -> Judgement:
         try:
