@@ -16,8 +16,9 @@ Within a pool the least drawn task goes first (ties: seeded random order, or fil
 bucket has no task left to draw, the next harder bucket lends them, then the easier ones.
 
 What a "success" is comes from `curriculum.success` (see `sample_success`). Dynamic sampling
-(DAPO, Yu et al. 2025) lives here on the sampler's side: `is_zero_variance` tells a group that
-teaches nothing and `replacements(n)` gives fresh tasks for this step; the pipeline regenerates.
+(DAPO, Yu et al. 2025) lives here on the sampler's side: `replacements(n)` gives fresh tasks for
+this step; the pipeline asks the whitening which groups teach nothing and regenerates those.
+`is_zero_variance` is that rule for a single reward per sample.
 
 Pure: no I/O, no clock; all randomness from one seeded `random.Random` whose state is part of
 `state()`, so a resumed run draws the same tasks.

@@ -44,7 +44,7 @@ from .checkpoint import (
     set_rng_state,
 )
 from .config import Config, ConfigError
-from .curriculum import CurriculumSampler, is_zero_variance, sample_success
+from .curriculum import CurriculumSampler, sample_success
 from .metrics import RunLogger, StepProgress, score_metrics
 from .resume import ResumePoint, trim_logs
 from .rust import RustJudge, Toolchain, cpu_count, default_concurrency, rust_cache
@@ -358,7 +358,7 @@ async def replace_zero_variance(
     """
     groups, dropped, spent = list(groups), [], 0
     while spent < budget:
-        flat = [i for i, g in enumerate(groups) if is_zero_variance([s.reward for s in g], eps)]
+        flat = [i for i, zero in enumerate(_zero_std_groups(groups, eps)) if zero]
         fresh = sampler.replacements(min(len(flat), budget - spent)) if flat else []
         if not fresh:
             break
@@ -368,6 +368,13 @@ async def replace_zero_variance(
             dropped.append(groups[i])
             groups[i] = group
     return groups, dropped
+
+
+def _zero_std_groups(groups: list[list[Scored]], eps: float) -> list[bool]:
+    """Which groups the whitening gives advantage 0 (its own rule, per judge with abstentions)."""
+    scored = [s for group in groups for s in group]
+    rewards = _reward_tensor(scored, len(groups), len(groups[0]))
+    return group_advantages(rewards, eps)[1].tolist()
 
 
 def _reward_tensor(scored: list[Scored], tasks: int, group: int) -> torch.Tensor:
