@@ -35,6 +35,8 @@ class KLController(Protocol):
 
 
 class FixedKL:
+    """beta stays at `coef`. The base of the others: its state is beta alone."""
+
     def __init__(self, coef: float):
         self.value = coef
 
@@ -48,9 +50,10 @@ class FixedKL:
         self.value = float(state["value"])
 
 
-class AdaptiveKL:
+class AdaptiveKL(FixedKL):
     def __init__(self, coef: float, target: float, horizon: float):
-        self.value, self.target, self.horizon = coef, target, horizon
+        super().__init__(coef)
+        self.target, self.horizon = target, horizon
 
     def update(self, kl: float, n_samples: int) -> None:
         if math.isnan(kl):  # nothing was measured: keep beta rather than poison it
@@ -58,16 +61,11 @@ class AdaptiveKL:
         error = min(max(kl / self.target - 1.0, -ADAPTIVE_CLIP), ADAPTIVE_CLIP)
         self.value *= 1.0 + error * n_samples / self.horizon
 
-    def state_dict(self) -> dict[str, float]:
-        return {"value": self.value}
 
-    def load_state_dict(self, state: dict[str, float]) -> None:
-        self.value = float(state["value"])
-
-
-class EmaKL:
+class EmaKL(FixedKL):
     def __init__(self, coef: float, target: float, gain: float):
-        self.value, self.target, self.gain = coef, target, gain
+        super().__init__(coef)
+        self.target, self.gain = target, gain
         self.kl_ema = 0.0
 
     def update(self, kl: float, n_samples: int) -> None:
@@ -78,10 +76,11 @@ class EmaKL:
         self.value = min(max(beta, EMA_BETA_MIN), EMA_BETA_MAX)
 
     def state_dict(self) -> dict[str, float]:
-        return {"value": self.value, "kl_ema": self.kl_ema}
+        return {**super().state_dict(), "kl_ema": self.kl_ema}
 
     def load_state_dict(self, state: dict[str, float]) -> None:
-        self.value, self.kl_ema = float(state["value"]), float(state["kl_ema"])
+        super().load_state_dict(state)
+        self.kl_ema = float(state["kl_ema"])
 
 
 def make_kl_controller(config: KLConfig) -> KLController:
