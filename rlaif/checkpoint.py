@@ -53,7 +53,6 @@ class Checkpoint:
     sampler: dict
     rng: dict
     metrics_rows: int
-    tasks_fingerprint: str | None
 
 
 def save_checkpoint(
@@ -122,7 +121,6 @@ def load_checkpoint(path: Path) -> Checkpoint:
         sampler=state["sampler"],
         rng=rng,
         metrics_rows=int(state["metrics_rows"]),
-        tasks_fingerprint=state.get("tasks_fingerprint"),
     )
 
 

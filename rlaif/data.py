@@ -62,7 +62,7 @@ def load_tasks(path: str | Path) -> list[Task]:
             continue
         where = f"{path}:{number}"
         try:
-            task = task_from_row(_json_object(line, where), where)
+            task = task_from_row(json_object(line, where), where)
         except DataError as exc:
             errors.extend(str(exc).split("\n"))
             continue
@@ -79,7 +79,8 @@ def load_tasks(path: str | Path) -> list[Task]:
     return tasks
 
 
-def _json_object(line: str, where: str) -> dict:
+def json_object(line: str, where: str) -> dict:
+    """One JSONL line as a dict; DataError naming `where` otherwise."""
     try:
         row = json.loads(line)
     except json.JSONDecodeError as exc:

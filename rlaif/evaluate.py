@@ -132,6 +132,7 @@ async def evaluate(
     rust_jobs = rust_concurrency(config)
     judge = RustJudge(toolchain, config.rust, rust_jobs, rust_cache(config.cache))
     scorer = Scorer(judge, None, config.rewards)
+    threads = ThreadPolicy.for_config(config)
     results = []
     for model in models:
         student = dataclasses.replace(config.student, model=model)
@@ -142,13 +143,12 @@ async def evaluate(
             f"evaluating {model} on {len(tasks)} tasks x {n} samples "
             f"(temperature {student.temperature})"
         )
-        result = await evaluate_policy(
-            generator, scorer, tasks, n, ks, ThreadPolicy.for_config(config), config.run.seed
-        )
+        result = await evaluate_policy(generator, scorer, tasks, n, ks, threads, config.run.seed)
         console.print(render_table(result.rows, ks, title=f"evaluation: {model}"))
         gen, score = result.timings["gen"], result.timings["score"]
         console.print(f"generation {gen:.1f}s, scoring {score:.1f}s")
         results.append(result.rows)
+        del policy, generator  # free this model before the next one loads
     if len(results) == 2:
         console.print(render_comparison(results[0], results[1], ks))
     return results

@@ -267,7 +267,7 @@ class _Job:
         if check.returncode not in (0, 1) or (check.returncode == 1 and not errors and not lints):
             return self.result(
                 sandbox_error=f"the check exited with {check.returncode}",
-                log=(check.stderr or check.stdout)[-LOG_CHARS:],
+                log=check.stderr or check.stdout,
             )
         self.fields.update(
             errors=len(errors),
@@ -277,7 +277,7 @@ class _Job:
         )
         if errors:
             parse = await self.rustc(source, *crate, *PARSE_FLAGS, env={"RUSTC_BOOTSTRAP": "1"})
-            log = "\n".join(d.rendered for d in errors)[-LOG_CHARS:]
+            log = "\n".join(d.rendered for d in errors)
             return self.result(parsed=parse.returncode == 0, parse=parse.seconds, log=log)
         self.fields.update(
             parsed=True,
@@ -322,7 +322,7 @@ class _Job:
             total, passed = parse_test_output(run.stdout, total)
         else:
             passed = int(run.returncode == 0)
-        log = "" if passed == total else (run.stdout + run.stderr)[-LOG_CHARS:]
+        log = "" if passed == total else run.stdout + run.stderr
         # Out of CPU time (SIGXCPU from the rlimit) is a timeout too, just measured in CPU.
         timed_out = run.timed_out or run.returncode == -signal.SIGXCPU
         return self.result(

@@ -22,7 +22,7 @@ from typing import TextIO
 import anyio
 
 from .config import Config
-from .data import DataError, load_tasks, task_from_row
+from .data import DataError, json_object, load_tasks, task_from_row
 from .extract import code_for_task
 from .metrics import sample_record
 from .rust import RustJudge, Toolchain, rust_cache
@@ -48,9 +48,7 @@ def read_requests(path: Path, dataset: dict[str, Task] | None) -> list[tuple[int
             continue
         where = f"{path}:{number}"
         try:
-            requests.append((number, *_request(json.loads(line), where, dataset)))
-        except json.JSONDecodeError as exc:
-            errors.append(f"{where}: not valid JSON: {exc.msg} (column {exc.colno})")
+            requests.append((number, *_request(json_object(line, where), where, dataset)))
         except DataError as exc:
             errors.extend(str(exc).split("\n"))
     if not requests and not errors:
@@ -63,9 +61,7 @@ def read_requests(path: Path, dataset: dict[str, Task] | None) -> list[tuple[int
     return requests
 
 
-def _request(row: object, where: str, dataset: dict[str, Task] | None) -> tuple[Task, str]:
-    if not isinstance(row, dict):
-        raise DataError(f"{where}: expected a JSON object, got {type(row).__name__}")
+def _request(row: dict, where: str, dataset: dict[str, Task] | None) -> tuple[Task, str]:
     completion = row.get("completion")
     if not isinstance(completion, str):
         raise DataError(
@@ -100,11 +96,6 @@ def load_dataset(paths: list[str]) -> dict[str, Task]:
     return tasks
 
 
-def code_for(task: Task, completion: str) -> str:
-    """The code a completion stands for; a MultiPL-E continuation is joined to its prefix."""
-    return code_for_task(task, completion)
-
-
 async def score_requests(
     config: Config,
     requests: list[tuple[int, Task, str]],
@@ -117,7 +108,7 @@ async def score_requests(
     judge = RustJudge(toolchain, config.rust, concurrency, cache)
     scorer = Scorer(judge, teacher, config.rewards)
     samples = [
-        Sample(task, 0, [], [], [], completion, code_for(task, completion), 0, True)
+        Sample(task, 0, [], [], [], completion, code_for_task(task, completion), 0, True)
         for _, task, completion in requests
     ]
     start = time.perf_counter()

@@ -117,19 +117,21 @@ class Trainer:
         anchors, is_weights = self._anchors(samples)
         sums = torch.zeros(7, dtype=torch.float64)  # pg, kl, clipped, ratio, is_w, entropy, tokens
         maxes = torch.full((3,), -math.inf, dtype=torch.float64)  # kl, ratio, is_w
-        grad_norms, lrs = [], []
+        grad_norms = []
+        lr = self.scheduler.get_last_lr()[0]
         order = torch.Generator().manual_seed(self.config.run.seed * 7919 + self.version)
         for _ in range(t.epochs):
-            perm = torch.randperm(len(samples), generator=order).tolist()
             if t.minibatches == 1:
                 perm = list(range(len(samples)))  # one minibatch: the order does not matter
+            else:
+                perm = torch.randperm(len(samples), generator=order).tolist()
             for part in range(t.minibatches):
                 rows = perm[part :: t.minibatches]
                 s, m = self._accumulate(samples, advantages, anchors, is_weights, rows, beta)
                 sums += s
                 maxes = torch.maximum(maxes, m)
                 grad_norms.append(self._clip_gradients())
-                lrs.append(self.scheduler.get_last_lr()[0])
+                lr = self.scheduler.get_last_lr()[0]  # the rate this optimizer step uses
                 self.optimizer.step()
                 self.scheduler.step()
                 self.optimizer.zero_grad(set_to_none=True)
@@ -146,7 +148,7 @@ class Trainer:
             "kl_coef": beta,
             "loss": (pg + beta * kl_sum) / tokens,
             "grad_norm": sum(grad_norms) / len(grad_norms),
-            "lr": lrs[-1],
+            "lr": lr,
             "clip_frac": clipped / tokens,
             "ratio_mean": ratio / tokens,
             "ratio_max": maxes[1].item(),
