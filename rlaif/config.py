@@ -373,10 +373,17 @@ class CurriculumConfig:
 
 @dataclass(frozen=True)
 class PipelineConfig:
+    max_staleness: int = _opt(
+        1,
+        "Steps generation may run ahead of the update: 1 samples step k+1 while step k is scored "
+        "(its samples are then one update old, corrected by trainer.is_cap); 0 is fully "
+        "synchronous. Generation never runs ahead past a checkpoint step.",
+        min=0,
+    )
     torch_threads: int = _opt(
         0,
-        "torch CPU threads while rustc jobs run beside generation; 0 means cores - rust jobs "
-        "(at least 1). Updates use every core.",
+        "torch CPU threads while rustc jobs run beside generation or the update; 0 means cores - "
+        "rust jobs (at least 1). With nothing scoring, every core.",
         min=0,
     )
 
