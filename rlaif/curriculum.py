@@ -29,6 +29,7 @@ from __future__ import annotations
 import math
 import random
 import statistics
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -76,6 +77,14 @@ def is_zero_variance(rewards: Sequence[float], eps: float) -> bool:
     return len(known) < 2 or statistics.stdev(known) <= eps
 
 
+def _match(step: list[_Draw], task_id: str, tasks: list[Task]) -> _Draw:
+    for draw in step:
+        if not draw.matched and tasks[draw.index].id == task_id:
+            draw.matched = True
+            return draw
+    raise ValueError(f"task {task_id!r} was not drawn this step (or reported twice)")
+
+
 @dataclass
 class _Draw:
     index: int  # position in the sampler's task list
@@ -88,7 +97,9 @@ class CurriculumSampler:
     """Draws each step's tasks, learns from their outcomes, and reports per-bucket metrics.
 
     Per step: `next(n)`, optionally `replacements(k)`, then `update(outcomes)` with every group
-    that was scored, then `metrics()`. `state()` / `load_state()` between steps.
+    that was scored, then `metrics()`. `state()` / `load_state()` between steps. The pipeline may
+    draw steps ahead (`pipeline.max_staleness`): `next` opens a step, and `replacements` and
+    `update` belong to the oldest step not yet reported.
     """
 
     def __init__(self, tasks: list[Task], config: CurriculumConfig, seed: int):
@@ -106,7 +117,7 @@ class CurriculumSampler:
         self.stage_steps = 0  # steps with a known outcome since this stage began
         self.review_credit = 0.0  # fractional review slots carried between steps
         self._rng = random.Random(seed)
-        self._step: list[_Draw] = []
+        self._steps: deque[list[_Draw]] = deque()  # drawn, not yet reported; oldest first
         self._metrics: dict[str, float] = {}
 
     # -- drawing ----------------------------------------------------------------------------
@@ -116,7 +127,8 @@ class CurriculumSampler:
 
     def next(self, n: int) -> list[Task]:
         """The tasks of a new step: n - r from the current stage, r for review (see module doc)."""
-        self._step = []
+        step: list[_Draw] = []
+        self._steps.append(step)
         review = 0
         if self.config.enabled and self.stage > 0:
             # Carry the fraction, so a share of 0.25 with 2 tasks a step reviews 1 task every
@@ -124,18 +136,18 @@ class CurriculumSampler:
             self.review_credit += n * self.config.review_share
             review = min(n, int(self.review_credit))
             self.review_credit -= review
-        picked = [self._pick(self._current_pools(), True, repeat=True) for _ in range(n - review)]
-        picked += [self._pick(self._review_pools(), False, repeat=True) for _ in range(review)]
+        current, older = self._current_pools(), self._review_pools()
+        picked = [self._pick(step, current, True, repeat=True) for _ in range(n - review)]
+        picked += [self._pick(step, older, False, repeat=True) for _ in range(review)]
         return [self.tasks[i] for i in picked]
 
     def replacements(self, n: int) -> list[Task]:
-        """Up to n tasks not drawn yet this step, from the current stage's pools; [] when none.
-
-        For dynamic sampling: each replaces a group whose rewards were all equal.
+        """Up to n tasks not drawn yet in the oldest open step, from the current stage's pools;
+        [] when none. For dynamic sampling: each replaces a group whose rewards were all equal.
         """
         picked = []
         for _ in range(n):
-            index = self._pick(self._current_pools(), True, repeat=False)
+            index = self._pick(self._oldest(), self._current_pools(), True, repeat=False)
             if index is None:
                 break
             picked.append(index)
@@ -155,13 +167,20 @@ class CurriculumSampler:
         easier = set(BUCKETS[: self.stage])
         return [[i for i in range(len(self.tasks)) if self.bucket(i) in easier]]
 
-    def _pick(self, pools: list[list[int]], current: bool, repeat: bool) -> int | None:
-        """The least drawn task not yet in this step, from the first pool that has one.
+    def _oldest(self) -> list[_Draw]:
+        if not self._steps:
+            raise ValueError("no step was drawn: call next() first")
+        return self._steps[0]
+
+    def _pick(
+        self, step: list[_Draw], pools: list[list[int]], current: bool, repeat: bool
+    ) -> int | None:
+        """The least drawn task not yet in `step`, from the first pool that has one.
 
         Review picks fall back on the current stage's pools. With `repeat`, a step larger than
         the task set draws a task twice rather than coming up short.
         """
-        taken = {d.index for d in self._step}
+        taken = {d.index for d in step}
         candidates = pools if current else [*pools, *self._current_pools()]
         free = next(([i for i in p if i not in taken] for p in candidates if set(p) - taken), [])
         if not free:
@@ -172,7 +191,7 @@ class CurriculumSampler:
         ties = [i for i in free if self.draws[i] == fewest]
         index = self._rng.choice(ties) if self.config.shuffle else ties[0]
         self.draws[index] += 1
-        self._step.append(_Draw(index, self.bucket(index), current))
+        step.append(_Draw(index, self.bucket(index), current))
         return index
 
     # -- learning ---------------------------------------------------------------------------
@@ -185,10 +204,11 @@ class CurriculumSampler:
         and promotes when it has reached `promote_at`.
         """
         c = self.config
+        step = self._oldest()
         observed = {b: [0, 0] for b in BUCKETS}  # bucket -> [successes, known]
         stage_hits = [0, 0]
         for task_id, successes in outcomes:
-            draw = self._match(task_id)
+            draw = _match(step, task_id, self.tasks)
             known = [bool(s) for s in successes if s is not None]
             if not known:
                 continue
@@ -219,20 +239,18 @@ class CurriculumSampler:
         ):
             self.stage, self.stage_success, self.stage_steps = self.stage + 1, None, 0
             promoted = True
-        self._metrics = self._step_metrics(observed, drawn_stage, reached, promoted)
-        self._step = []
-
-    def _match(self, task_id: str) -> _Draw:
-        for draw in self._step:
-            if not draw.matched and self.tasks[draw.index].id == task_id:
-                draw.matched = True
-                return draw
-        raise ValueError(f"task {task_id!r} was not drawn this step (or reported twice)")
+        self._metrics = self._step_metrics(step, observed, drawn_stage, reached, promoted)
+        self._steps.popleft()
 
     def _step_metrics(
-        self, observed: dict, stage: int, success: float | None, promoted: bool
+        self,
+        step: list[_Draw],
+        observed: dict,
+        stage: int,
+        success: float | None,
+        promoted: bool,
     ) -> dict[str, float]:
-        drawn = len(self._step) or 1
+        drawn = len(step) or 1
         row: dict[str, float] = {
             "curriculum_stage": stage,
             "curriculum_stage_success": math.nan if success is None else success,
@@ -240,7 +258,7 @@ class CurriculumSampler:
         }
         for b in BUCKETS:
             hits, known = observed[b]
-            row[f"curriculum_{b}_share"] = sum(d.bucket == b for d in self._step) / drawn
+            row[f"curriculum_{b}_share"] = sum(d.bucket == b for d in step) / drawn
             row[f"curriculum_{b}_success"] = hits / known if known else math.nan
             row[f"curriculum_{b}_tasks"] = sum(self.bucket(i) == b for i in range(len(self.tasks)))
         return row
@@ -297,4 +315,4 @@ class CurriculumSampler:
                 self.ema[i] = float(ema[task_id])
             if task_id in draws:
                 self.draws[i] = int(draws[task_id])
-        self._step = []
+        self._steps.clear()

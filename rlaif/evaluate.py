@@ -21,8 +21,8 @@ from rich.table import Table
 
 from .checkpoint import CheckpointError, latest_checkpoint
 from .config import Config
-from .pipeline import ThreadPolicy, generate_and_score, rust_concurrency
-from .rust import RustJudge, Toolchain, rust_cache
+from .rollout import ThreadPolicy, generate_and_score
+from .rust import RustJudge, Toolchain, default_concurrency, rust_cache
 from .scoring import Scorer
 from .student import Generator, load_student, pick_device, pick_dtype
 from .types import DIFFICULTIES, Scored, Task
@@ -129,7 +129,7 @@ async def evaluate(
 ) -> list[dict[str, dict[str, float]]]:
     """Evaluate each model in turn (same tasks, same seed); a table each, and a comparison of
     the first and the last when there are two. Returns the rows of each model."""
-    rust_jobs = rust_concurrency(config)
+    rust_jobs = default_concurrency(config.rust)
     judge = RustJudge(toolchain, config.rust, rust_jobs, rust_cache(config.cache))
     scorer = Scorer(judge, None, config.rewards)
     threads = ThreadPolicy.for_config(config)

@@ -13,6 +13,9 @@ import dataclasses
 import json
 import math
 import statistics
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from rich.console import Console
@@ -42,6 +45,46 @@ LEADING_COLUMNS = (
     "train_seconds",
     "step_seconds",
 )
+
+
+class Gauge:
+    """How many of something are in flight: now, and per window its time-weighted mean and peak.
+
+    The pipeline keeps one for rustc jobs and one for teacher calls, and reads a window per step:
+    a mean near the judge's concurrency bound says scoring is saturated; near 0, it idles.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.perf_counter):
+        self.clock = clock
+        self.current = 0
+        self._since = self._changed = clock()
+        self._area = 0.0  # integral of `current` over time since the window opened
+        self._peak = 0
+
+    @contextmanager
+    def track(self) -> Iterator[None]:
+        """Count one thing in flight for the duration of the block."""
+        self._move(+1)
+        try:
+            yield
+        finally:
+            self._move(-1)
+
+    def _move(self, delta: int) -> None:
+        now = self.clock()
+        self._area += self.current * (now - self._changed)
+        self._changed = now
+        self.current += delta
+        self._peak = max(self._peak, self.current)
+
+    def window(self) -> tuple[float, int]:
+        """(mean, peak) since the last call (or since made), and open the next window."""
+        self._move(0)
+        elapsed = self._changed - self._since
+        mean = self._area / elapsed if elapsed > 0 else float(self.current)
+        peak = self._peak
+        self._since, self._area, self._peak = self._changed, 0.0, self.current
+        return mean, peak
 
 
 def score_metrics(scored: list[Scored]) -> dict[str, float]:

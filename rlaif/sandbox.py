@@ -9,7 +9,8 @@ Two levels, picked once per process by probing what the OS allows (`jail_level()
 - Processes: a fresh PID namespace (`unshare --pid --fork --kill-child`). When the namespace's
   first process (a `sh` that waits for the command) dies, the kernel kills every process left
   in it, so nothing survives a job, even a process that left its group with setsid(); a killed
-  jail returns only once no process of the job's uid is left.
+  jail returns only once no process of the job's uid is left. `unshare` itself gets a parent-death
+  signal, so a job dies with the process that started it even when that one is killed outright.
   RLIMIT_NPROC does not bind root, so the command runs as a uid of its own (`setpriv`), one per
   concurrent job, where the `processes` limit does bind: a fork bomb or a thread explosion hits
   EAGAIN (measured: tests/test_sandbox.py) and cannot starve other jobs of their slots.
@@ -287,7 +288,10 @@ def _jail_command(argv: list[str], job: Job, cwd: str, no_network: bool) -> list
         ]
     )
     unshare = shutil.which("unshare") or "unshare"
-    prefix = [unshare, *_NAMESPACE_FLAGS, *(("--net",) if no_network else ())]
+    # pdeathsig: should this process die without killing the job (kill -9, a second Ctrl-C),
+    # the kernel kills `unshare`, whose --kill-child then takes the whole namespace with it.
+    orphan_guard = [shutil.which("setpriv") or "setpriv", "--pdeathsig", "KILL", "--"]
+    prefix = [*orphan_guard, unshare, *_NAMESPACE_FLAGS, *(("--net",) if no_network else ())]
     return [*prefix, "/bin/sh", "-c", script, "rlaif-jail", *argv]
 
 

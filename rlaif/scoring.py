@@ -20,6 +20,7 @@ from __future__ import annotations
 import anyio
 
 from .config import RewardsConfig
+from .metrics import Gauge
 from .rewards import TEACHER_OFF, reward_terms
 from .rust import RustJudge
 from .rust_ast import rust_metrics
@@ -32,18 +33,33 @@ class Scorer:
         self.rust = rust
         self.teacher = teacher
         self.weights = weights
+        # Requests submitted and not yet answered (queued for a slot included), per judge.
+        self.rust_jobs = Gauge()
+        self.teacher_calls = Gauge()
 
     async def score_one(self, sample: Sample) -> Scored:
-        rust = await self.rust.judge(sample.code, sample.task.tests, sample.task.harness)
+        with self.rust_jobs.track():
+            rust = await self.rust.judge(sample.code, sample.task.tests, sample.task.harness)
         ast = rust_metrics(sample.code)  # for code-less samples too: every sample has every term
         if self.teacher is None:
             judgement = Judgement(abstained=TEACHER_OFF)
         elif self.teacher.only_compiled and not rust.compiled:
             judgement = Judgement(abstained=NOT_COMPILED)
         else:
-            judgement = await self.teacher.judge(sample.task, sample.code, rust, sample.finished)
+            with self.teacher_calls.track():
+                judgement = await self.teacher.judge(
+                    sample.task, sample.code, rust, sample.finished
+                )
         components, sources = reward_terms(rust, judgement, bool(sample.code), self.weights, ast)
         return Scored(sample, rust, judgement, components, sources, ast)
+
+    def in_flight(self) -> dict[str, float]:
+        """Per-window metrics of both gauges: mean and peak of jobs and calls in flight."""
+        row = {}
+        for name, gauge in (("rust_jobs", self.rust_jobs), ("teacher_calls", self.teacher_calls)):
+            mean, peak = gauge.window()
+            row.update({f"{name}_in_flight_mean": mean, f"{name}_in_flight_max": float(peak)})
+        return row
 
     async def score(self, samples: list[Sample]) -> list[Scored]:
         """Score all samples at once; the i-th result belongs to the i-th sample."""

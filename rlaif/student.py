@@ -10,11 +10,19 @@ thread.
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, LogitsProcessor, LogitsProcessorList
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    LogitsProcessor,
+    LogitsProcessorList,
+    StoppingCriteria,
+    StoppingCriteriaList,
+)
 
 from .config import StudentConfig
 from .extract import code_for_task
@@ -151,13 +159,31 @@ class _SampledLogprobs(LogitsProcessor):
         return torch.stack(self.recorded[:steps], dim=1)
 
 
+class _StopWhen(StoppingCriteria):
+    """Ends every sequence at the next token once `stop()` says so (a run that was asked to stop
+    drops the batch, so it need not wait for a long generation to finish)."""
+
+    def __init__(self, stop: Callable[[], bool]):
+        self.stop = stop
+
+    def __call__(self, input_ids: torch.LongTensor, scores, **kwargs) -> torch.BoolTensor:
+        return torch.full(
+            (input_ids.shape[0],), self.stop(), dtype=torch.bool, device=input_ids.device
+        )
+
+
 @dataclass
 class Generator:
-    """Samples completions with a fixed model and tokenizer; one call per chunk of tasks."""
+    """Samples completions with a fixed model and tokenizer; one call per chunk of tasks.
+
+    `stop_requested`, when given, is polled after every token: once it returns True the call
+    returns early with cut-short samples, which the caller must drop.
+    """
 
     model: torch.nn.Module
     tokenizer: object
     config: StudentConfig
+    stop_requested: Callable[[], bool] | None = None
 
     @torch.no_grad()
     def generate(
@@ -186,6 +212,9 @@ class Generator:
             pad_token_id=pad,
             eos_token_id=_eos_ids(self.model, tok),
             logits_processor=LogitsProcessorList([recorder]),
+            stopping_criteria=StoppingCriteriaList(
+                [_StopWhen(self.stop_requested)] if self.stop_requested else []
+            ),
         )
         generated = output[:, width:]  # [N, T]
         logprobs = recorder.finish(generated)  # [N, T]

@@ -55,7 +55,10 @@ def test_three_steps_write_metrics_samples_and_a_loadable_checkpoint(tiny_model_
     assert list(rows[0])[: len(REQUIRED_COLUMNS)] == REQUIRED_COLUMNS == list(LEADING_COLUMNS)
     assert [r["iteration"] for r in rows] == ["1", "2", "3"]
     for row in rows:
-        assert float(row["step_seconds"]) >= float(row["gen_seconds"]) > 0
+        # Generation of a step may overlap the one before (max_staleness 1), so a step can take
+        # less than its own generation; its update always lies inside it.
+        assert float(row["step_seconds"]) >= float(row["train_seconds"]) > 0
+        assert float(row["gen_seconds"]) > 0
         assert 0 <= float(row["compile_success_rate"]) <= 1
     assert len((run / "metrics.jsonl").read_text().splitlines()) == 3
 

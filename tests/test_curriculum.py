@@ -21,7 +21,9 @@ from rlaif.curriculum import (
     sample_success,
 )
 from rlaif.data import load_tasks
-from rlaif.pipeline import Run, replace_zero_variance
+from rlaif.pipeline import Pipeline, Schedule
+from rlaif.run import Run, replace_zero_variance
+from rlaif.stop import StopRequest
 from rlaif.types import Judgement, RustResult, Sample, Scored, Task
 from tests.conftest import REPO
 
@@ -299,7 +301,11 @@ def test_a_training_step_with_dynamic_sampling_reports_the_curriculum(
     )
     tasks = load_tasks(REPO / config.data.train)
     run = Run(config, tasks, toolchain, None, tmp_path, Console(quiet=True))
-    row = anyio.run(run.step, 1)
+    pipeline = Pipeline(
+        run, Schedule(0, 0, 1), StopRequest(Console(quiet=True)), Console(quiet=True)
+    )
+    anyio.run(pipeline.steps, 1, None)
+    row = json.loads((tmp_path / "metrics.jsonl").read_text())
     for bucket in ("easy", "medium", "hard"):
         assert f"curriculum_{bucket}_share" in row and f"curriculum_{bucket}_tasks" in row
     assert row["curriculum_stage"] == 0  # one step cannot move on (min_stage_steps = 3)

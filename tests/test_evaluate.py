@@ -11,7 +11,7 @@ import torch
 from rlaif.config import Config, StudentConfig
 from rlaif.data import load_tasks
 from rlaif.evaluate import compare, evaluate_policy, pass_at_k, summarize
-from rlaif.pipeline import ThreadPolicy
+from rlaif.rollout import ThreadPolicy
 from rlaif.rust import RustJudge
 from rlaif.scoring import Scorer
 from rlaif.student import Generator, load_student

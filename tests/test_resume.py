@@ -42,9 +42,15 @@ def train(tiny_model_dir, out, name, *extra):
 
 
 def _varies(key: str) -> bool:
-    # Wall-clock times, and whether rustc's result came from the cache: the resumed run meets
+    # Wall-clock times and what follows from them (throughput, the share of scoring hidden,
+    # jobs in flight), and whether rustc's result came from the cache: the resumed run meets
     # results the first run cached. Nothing else may differ.
-    return key.endswith("seconds") or key in ("cached", "rust_cached_rate")
+    timed = ("samples_per_s", "score_hidden_frac")
+    return (
+        key.endswith("seconds")
+        or "_in_flight_" in key
+        or key in ("cached", "rust_cached_rate", *timed)
+    )
 
 
 def without_timings(path):
