@@ -101,6 +101,11 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--n", type=int, default=4, help="samples per task (default: 4)")
     evaluate.add_argument("--k", default="1,2,4", help="pass@k values, comma-separated")
     evaluate.add_argument("--output", help="also write the table as JSON to this file")
+    evaluate.add_argument(
+        "--samples-output",
+        help="also write every sample (model, task, completion, rustc counts, reward terms) "
+        "to this JSONL file, one line each",
+    )
     evaluate.set_defaults(handler=_eval)
 
     report = commands.add_parser("report", help="plots and a summary of a run")
@@ -261,16 +266,22 @@ def _eval(args: argparse.Namespace, console: Console) -> int:
 
     import anyio
 
-    from .evaluate import compare, evaluate, resolve_model
+    from .evaluate import compare, evaluate, resolve_model, sample_records
     from .student import StudentLoadError
 
     _quiet_libraries()
     models = [resolve_model(m) for m in models or [config.student.model]]
     try:
-        results = anyio.run(evaluate, config, tasks, toolchain, models, args.n, ks, console)
+        evaluated = anyio.run(evaluate, config, tasks, toolchain, models, args.n, ks, console)
     except StudentLoadError as exc:
         _print_error(exc)
         return 2
+    results = [result.rows for result in evaluated]
+    if args.samples_output:
+        with open(args.samples_output, "w") as out:
+            for model, result in zip(models, evaluated, strict=True):
+                for record in sample_records(model, result.scored):
+                    out.write(json.dumps(record) + "\n")
     if args.output:
         if len(results) == 1:
             payload = results[0]

@@ -5,6 +5,8 @@ and the unbiased pass@k of Chen et al. (2021). The teacher is not consulted: eva
 what the compiler and the hidden tests can check. Two models (a base model and a checkpoint, or
 two checkpoints) are evaluated on the same tasks with the same seed and shown side by side; the
 training loop calls `evaluate_policy` every `eval.every` steps for the eval_* metric columns.
+`sample_records` gives one plain record per sample, for confidence intervals over tasks
+(`rlaif.stats`, `bench/learning.py`) and for reading what the model wrote.
 """
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ from __future__ import annotations
 import dataclasses
 from collections import defaultdict
 from dataclasses import dataclass
-from math import comb
 from pathlib import Path
 
 import torch
@@ -24,17 +25,9 @@ from .config import Config
 from .rollout import ThreadPolicy, generate_and_score
 from .rust import RustJudge, Toolchain, default_concurrency, rust_cache
 from .scoring import Scorer
+from .stats import pass_at_k
 from .student import Generator, load_student, pick_device, pick_dtype
 from .types import DIFFICULTIES, Scored, Task
-
-
-def pass_at_k(n: int, c: int, k: int) -> float:
-    """Unbiased pass@k from n samples of which c passed: 1 - C(n-c, k) / C(n, k)."""
-    if k > n:
-        raise ValueError(f"pass@{k} needs at least {k} samples per task, got {n}")
-    if n - c < k:
-        return 1.0  # every k-subset holds a passing sample
-    return 1.0 - comb(n - c, k) / comb(n, k)
 
 
 def summarize(scored: list[Scored], n: int, ks: list[int]) -> dict[str, dict[str, float]]:
@@ -126,9 +119,9 @@ async def evaluate(
     n: int,
     ks: list[int],
     console: Console,
-) -> list[dict[str, dict[str, float]]]:
+) -> list[EvalResult]:
     """Evaluate each model in turn (same tasks, same seed); a table each, and a comparison of
-    the first and the last when there are two. Returns the rows of each model."""
+    the first and the last when there are two. Returns each model's result."""
     rust_jobs = default_concurrency(config.rust)
     judge = RustJudge(toolchain, config.rust, rust_jobs, rust_cache(config.cache))
     scorer = Scorer(judge, None, config.rewards)
@@ -147,11 +140,40 @@ async def evaluate(
         console.print(render_table(result.rows, ks, title=f"evaluation: {model}"))
         gen, score = result.timings["gen"], result.timings["score"]
         console.print(f"generation {gen:.1f}s, scoring {score:.1f}s")
-        results.append(result.rows)
+        results.append(result)
         del policy, generator  # free this model before the next one loads
     if len(results) == 2:
-        console.print(render_comparison(results[0], results[1], ks))
+        console.print(render_comparison(results[0].rows, results[1].rows, ks))
     return results
+
+
+def sample_records(model: str, scored: list[Scored]) -> list[dict]:
+    """One JSON-ready record per sample: which model and task, what it wrote, what rustc and
+    the tests said, and every reward term (`rlaif.stats.task_values` reads these)."""
+    return [
+        {
+            "model": model,
+            "task_id": s.sample.task.id,
+            "difficulty": s.sample.task.difficulty,
+            "sample": s.sample.index,
+            "prompt": s.sample.task.prompt,
+            "completion": s.sample.completion,
+            "code": s.sample.code,
+            "finished": s.sample.finished,
+            "reward": s.reward,
+            "components": s.components,
+            "parsed": s.rust.parsed,
+            "compiled": s.rust.compiled,
+            "errors": s.rust.errors,
+            "warnings": s.rust.warnings,
+            "clippy_lints": s.rust.clippy_lints,
+            "tests_passed": s.rust.tests_passed,
+            "tests_total": s.rust.tests_total,
+            "all_tests_passed": s.rust.all_tests_passed,
+            "sandbox_error": s.rust.sandbox_error,
+        }
+        for s in scored
+    ]
 
 
 def compare(

@@ -1,4 +1,5 @@
-"""Evaluation: the unbiased pass@k estimator, and the eval command on a tiny model."""
+"""Evaluation: the summary by difficulty, per-sample records, and the eval command on a tiny
+model (the pass@k estimator itself is tested in test_stats.py)."""
 
 from __future__ import annotations
 
@@ -10,37 +11,14 @@ import torch
 
 from rlaif.config import Config, StudentConfig
 from rlaif.data import load_tasks
-from rlaif.evaluate import compare, evaluate_policy, pass_at_k, summarize
+from rlaif.evaluate import compare, evaluate_policy, sample_records, summarize
 from rlaif.rollout import ThreadPolicy
 from rlaif.rust import RustJudge
 from rlaif.scoring import Scorer
+from rlaif.stats import paired_bootstrap, task_values
 from rlaif.student import Generator, load_student
 from rlaif.types import Judgement, RustResult, Sample, Scored, Task
 from tests.conftest import REPO, run_cli
-
-
-def test_pass_at_k_by_hand():
-    # n = 5 samples, c = 2 correct.
-    # pass@1 = 1 - C(3,1)/C(5,1) = 1 - 3/5 = 0.4 (the plain success rate)
-    # pass@2 = 1 - C(3,2)/C(5,2) = 1 - 3/10 = 0.7
-    # pass@4 = 1 - C(3,4)/C(5,4): fewer than 4 failures exist, so every 4-subset passes: 1.0
-    assert pass_at_k(5, 2, 1) == pytest.approx(0.4)
-    assert pass_at_k(5, 2, 2) == pytest.approx(0.7)
-    assert pass_at_k(5, 2, 4) == 1.0
-    assert pass_at_k(5, 0, 3) == 0.0
-    with pytest.raises(ValueError):
-        pass_at_k(2, 1, 3)
-
-
-def test_pass_at_k_more_hand_values():
-    # n = 10, c = 3, k = 5: 1 - C(7,5)/C(10,5) = 1 - 21/252 = 0.916666...
-    assert pass_at_k(10, 3, 5) == pytest.approx(1 - 21 / 252)
-    # n = 10, c = 1, k = 1: 1 - C(9,1)/C(10,1) = 1 - 9/10 = 0.1 (= c / n)
-    assert pass_at_k(10, 1, 1) == pytest.approx(0.1)
-    # n = 4, c = 1, k = 2: 1 - C(3,2)/C(4,2) = 1 - 3/6 = 0.5
-    assert pass_at_k(4, 1, 2) == pytest.approx(0.5)
-    # every sample correct: 1 for any k
-    assert pass_at_k(3, 3, 3) == 1.0
 
 
 def scored(task: Task, index: int, passed: int, total: int = 2) -> Scored:
@@ -76,6 +54,27 @@ def test_summary_by_difficulty_averages_pass_at_k_over_tasks():
     delta = compare(rows, {**rows, "all": {**rows["all"], "pass@2": 0.5}})
     assert delta["all"]["pass@2"] == pytest.approx(0.5 - 1 / 3)
     assert delta["easy"]["pass@1"] == 0.0 and "tasks" not in delta["all"]
+
+
+def test_sample_records_give_the_summary_back_through_the_stats():
+    easy, hard = Task("e", "p", "t", "easy"), Task("h", "p", "t", "hard")
+    batch = [scored(easy, 0, 2), scored(easy, 1, 1), scored(hard, 0, 0), scored(hard, 1, 0)]
+    records = sample_records("m", batch)
+    assert [(r["model"], r["task_id"], r["sample"]) for r in records] == [
+        ("m", "e", 0),
+        ("m", "e", 1),
+        ("m", "h", 0),
+        ("m", "h", 1),
+    ]
+    assert records[0]["all_tests_passed"] and not records[1]["all_tests_passed"]
+    assert records[1]["components"] == {"tests": 10.0} and records[1]["reward"] == 10.0
+    json.dumps(records)  # plain JSON, as the eval command writes it
+    # The bootstrap's point estimates on the full task list are the summary's numbers.
+    rows = summarize(batch, 2, [1, 2])["all"]
+    values = task_values(records, [1, 2])
+    points = paired_bootstrap(values, values, resamples=10)
+    for key in ("mean_reward", "parse_rate", "compile_rate", "test_pass_rate", "pass@1", "pass@2"):
+        assert points[key].before == pytest.approx(rows[key]), key
 
 
 def test_eval_command_reports_rates_by_difficulty(tiny_model_dir, tmp_path):
@@ -116,6 +115,7 @@ def test_two_checkpoints_are_compared_on_the_same_samples(tiny_model_dir, tmp_pa
     tasks = tmp_path / "tasks.jsonl"
     tasks.write_text("".join((REPO / "data" / "eval.jsonl").read_text().splitlines(True)[:3]))
     out = tmp_path / "compare.json"
+    samples = tmp_path / "samples.jsonl"
     done = run_cli(
         "eval",
         "--set",
@@ -135,10 +135,18 @@ def test_two_checkpoints_are_compared_on_the_same_samples(tiny_model_dir, tmp_pa
         "student.max_new_tokens=12",
         "--output",
         str(out),
+        "--samples-output",
+        str(samples),
         timeout=300,
     )
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads(out.read_text())
+    # Every sample of both models, in order: 3 tasks x 2 samples each, before then after.
+    records = [json.loads(line) for line in samples.read_text().splitlines()]
+    assert len(records) == 12 and [r["sample"] for r in records[:2]] == [0, 1]
+    assert records[0]["task_id"] == records[6]["task_id"]
+    assert records[:6] == [{**r, "model": str(tiny_model_dir)} for r in records[6:]]
+    assert {"completion", "code", "components", "compiled", "tests_total"} <= set(records[0])
     assert result["models"] == [str(tiny_model_dir)] * 2
     assert result["before"]["all"]["samples"] == 6
     # The same model twice, with the same seed: the same completions, so every difference is 0.
