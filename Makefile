@@ -2,6 +2,7 @@
 #   make train    install, build the offline student, train on config.yaml
 #   make test     install, run the tests
 #   make data-check  install, check the task files with rustc (references pass, stubs fail)
+#   make learn    install, build the student, evaluate / train / evaluate: does it learn?
 # Variables: PYTHON (to create the venv), TORCH (the torch requirement installed first),
 # CONFIG and ARGS (for train/eval, e.g. ARGS="--set trainer.max_steps=3").
 
@@ -15,7 +16,7 @@ PY      := $(VENV)/bin/python
 INSTALLED := $(VENV)/.rlaif-installed
 STUDENT := models/smollm2-135m-instruct
 
-.PHONY: install student train eval test data-check lint docs bench clean
+.PHONY: install student train eval learn test data-check lint docs bench clean
 
 install: $(INSTALLED)
 
@@ -40,6 +41,12 @@ train: install student
 
 eval: install student
 	$(PY) -m rlaif eval --config $(CONFIG) $(ARGS)
+
+# Before/after evaluation around a training run of configs/learn.yaml (about an hour of
+# training on 2 CPU cores), a paired bootstrap table in bench/RESULTS.md, plots and samples in
+# bench/learning/. ARGS: e.g. "--quick" (a smoke test) or "--steps 20 --samples 2".
+learn: install student
+	$(PY) bench/learning.py $(ARGS)
 
 test: install
 	$(PY) -m pytest -q
