@@ -13,6 +13,10 @@ One call to `Teacher.judge`, in order:
 4. retries have one owner, tenacity here: the SDKs are built with `max_retries=0`. 429, 5xx,
    timeouts and dropped connections are retried with exponential backoff and full jitter, or
    after the server's Retry-After (capped); anything else fails at once;
+4b. a circuit breaker (`breaker.CircuitBreaker`) watches for a server that is down: after
+   `teacher.breaker_failures` consecutive unreachable requests (connection errors, timeouts,
+   5xx) requests are refused at once for `teacher.breaker_cooldown_s` (abstention `unavailable`,
+   retries stop), then one probe tells whether it is back;
 5. a verdict that cannot be had is an abstention: a NaN score with its reason ("kind: detail",
    kinds in ABSTAIN_KINDS), never a made-up 0 or 0.5. Abstentions are not cached.
 
@@ -36,6 +40,7 @@ import openai
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt
 from tenacity.wait import wait_random_exponential
 
+from .breaker import CircuitBreaker
 from .cache import InFlight, ResultCache, cache_key
 from .config import CacheConfig, ConfigError, TeacherConfig
 from .providers import (
@@ -49,6 +54,7 @@ from .providers import (
     error_kind,
     retry_after_s,
     retryable,
+    unreachable,
 )
 from .ratelimit import MONOTONIC, Clock, RateLimiter
 from .rubric import (
@@ -73,11 +79,14 @@ ABSTAIN_KINDS = (
     "rate_limited",
     "server_error",
     "connection",
+    "unavailable",
     "api_error",
     "bad_response",
     "unparsable",
     "off-rubric",
 )
+# How often a backoff sleep looks whether the circuit opened meanwhile (seconds).
+_BREAKER_POLL_S = 0.1
 # The Scorer's reason for code it did not send (teacher.only_compiled): not an abstention of the
 # teacher's, so it is not counted in its metrics.
 NOT_COMPILED = "not sent: did not compile"
@@ -93,6 +102,10 @@ class TeacherBudgetExhausted(RuntimeError):
 
 class _BudgetRefused(Exception):
     """The budget refused a request (never retried)."""
+
+
+class _CircuitOpen(Exception):
+    """The circuit breaker refused a request: the server is known to be down (never retried)."""
 
 
 def estimate_tokens(text: str) -> int:
@@ -143,6 +156,7 @@ class Teacher:
             config.max_dollars,
             price_of(config.model, config.input_price_per_mtok, config.output_price_per_mtok),
         )
+        self.breaker = CircuitBreaker(config.breaker_failures, config.breaker_cooldown_s, clock)
         self.weights = {c: getattr(config, f"weight_{c}") for c in CRITERIA}
         # The SDK's own timeout covers each read; this deadline also covers a server that
         # trickles bytes forever.
@@ -172,6 +186,8 @@ class Teacher:
             completion = await self._with_retries(user)
         except _BudgetRefused:
             return self._abstain(f"budget: {self.budget.exhausted}")
+        except _CircuitOpen:
+            return self._abstain(f"unavailable: {self.breaker.describe()}")
         except API_ERRORS as exc:
             return self._abstain(f"{error_kind(exc)}: {_describe(exc)}")
         raw = read_verdict(completion.text)
@@ -195,11 +211,15 @@ class Teacher:
         def count_retry(state) -> None:
             self.stats.retries += 1
 
+        def circuit_open(state) -> bool:
+            return self.breaker.refusing()
+
         retrying = AsyncRetrying(
-            stop=stop_after_attempt(cfg.max_attempts),
+            # A server known to be down is not retried: the next try would be refused anyway.
+            stop=stop_after_attempt(cfg.max_attempts) | circuit_open,
             wait=wait,
             retry=retry_if_exception(retryable),
-            sleep=self.clock.sleep,
+            sleep=self._sleep_unless_open,
             before_sleep=count_retry,
             reraise=True,
         )
@@ -208,36 +228,89 @@ class Teacher:
                 return await self._attempt(user)
         raise AssertionError("unreachable: tenacity reraises the last error")
 
+    async def _sleep_unless_open(self, seconds: float) -> None:
+        """Back off for `seconds`, but stop early when the circuit opens meanwhile (another
+        request found the server down): the retry after it would be refused anyway."""
+        end = self.clock.now() + seconds
+        while not self.breaker.refusing():
+            left = end - self.clock.now()
+            if left <= 0:
+                return
+            await self.clock.sleep(min(left, _BREAKER_POLL_S))
+
     async def _attempt(self, user: str) -> Completion:
-        """One request: budget, concurrency slot, rate limit, deadline; usage booked after."""
+        """One request: breaker, budget, concurrency slot, rate limit, deadline; usage booked
+        after. A request that is never sent gives its budget and rate-limit shares back."""
+        if self.breaker.refusing():
+            raise _CircuitOpen
         estimate = estimate_tokens(SYSTEM_PROMPT) + estimate_tokens(user)
+        tokens = estimate + self.config.max_tokens
         reserved = self.budget.start(estimate, self.config.max_tokens)
         if reserved is None:
             self._announce_budget()
             raise _BudgetRefused
         completion = Completion("")
+        sent = False
         try:
             async with self.limiter:
-                await self.rate.acquire(estimate + self.config.max_tokens)
+                await self.rate.acquire(tokens)
+                # Checked again: the circuit may have opened while this one queued.
+                probe = self.breaker.state == "half-open"
+                if not self.breaker.allow():
+                    self.rate.cancel(tokens)
+                    raise _CircuitOpen
+                sent = True
                 self.stats.requests += 1
                 started = self.clock.now()
-                with anyio.fail_after(self.deadline_s):
-                    completion = await self.backend.complete(SYSTEM_PROMPT, user)
-        except TimeoutError as exc:
-            raise DeadlineExceeded(f"no answer within {self.deadline_s:g} s") from exc
+                try:
+                    with anyio.fail_after(self.deadline_s):
+                        completion = await self.backend.complete(SYSTEM_PROMPT, user)
+                except TimeoutError as exc:
+                    late = DeadlineExceeded(f"no answer within {self.deadline_s:g} s")
+                    self._record(late)
+                    raise late from exc
+                except API_ERRORS as exc:
+                    self._record(exc)
+                    raise
+                except BaseException:  # cancelled: the server was not heard from either way
+                    if probe:
+                        self.breaker.abandon()
+                    raise
+                self._record(None)
         except STATUS_ERRORS as exc:
             self.stats.rate_limited += exc.status_code == 429
             self.stats.server_errors += exc.status_code >= 500
             raise
         finally:
-            self.budget.finish(reserved, completion.input_tokens, completion.output_tokens)
+            if sent:
+                self.budget.finish(reserved, completion.input_tokens, completion.output_tokens)
+            else:
+                self.budget.cancel(reserved)
         self.stats.latencies.append(self.clock.now() - started)
         self.stats.tokens_in += completion.input_tokens
         self.stats.tokens_out += completion.output_tokens
         reported = completion.input_tokens + completion.output_tokens
         if reported:
-            self.rate.correct(estimate + self.config.max_tokens, reported)
+            self.rate.correct(tokens, reported)
         return completion
+
+    def _record(self, exc: BaseException | None) -> None:
+        """Tell the breaker how a sent request ended (None: answered); say so when that opens or
+        closes the circuit."""
+        if exc is None or not unreachable(exc):
+            if self.breaker.opened_at is not None:
+                log.warning("teacher: reachable again; the circuit is closed")
+            self.breaker.record(reachable=True)
+            return
+        if self.breaker.record(reachable=False):
+            log.warning(
+                "teacher: unreachable (%s: %s) after %d failed requests in a row; requests are "
+                "refused for %g s (samples abstain, reason unavailable), then one probe",
+                error_kind(exc),
+                _describe(exc),
+                self.breaker.consecutive,
+                self.breaker.cooldown_s,
+            )
 
     def _abstain(self, reason: str) -> Judgement:
         self.stats.abstained[reason.partition(":")[0]] += 1
@@ -300,6 +373,7 @@ class Teacher:
             teacher_tokens_out=float(s.tokens_out),
             teacher_spend_usd=self.budget.dollars,
             teacher_budget_exhausted=float(self.budget.exhausted is not None),
+            teacher_circuit_open=float(self.breaker.state != "closed"),
         )
         return row
 
