@@ -15,8 +15,9 @@ One call to `Teacher.judge`, in order:
    after the server's Retry-After (capped); anything else fails at once;
 4b. a circuit breaker (`breaker.CircuitBreaker`) watches for a server that is down: after
    `teacher.breaker_failures` consecutive unreachable requests (connection errors, timeouts,
-   5xx) requests are refused at once for `teacher.breaker_cooldown_s` (abstention `unavailable`,
-   retries stop), then one probe tells whether it is back;
+   5xx) requests are refused at once for `teacher.breaker_cooldown_s` (abstention `unavailable`;
+   retries stop, and backoffs and rate-limit waits in progress are cut short), then one probe
+   tells whether it is back;
 5. a verdict that cannot be had is an abstention: a NaN score with its reason ("kind: detail",
    kinds in ABSTAIN_KINDS), never a made-up 0 or 0.5. Abstentions are not cached.
 
@@ -32,7 +33,9 @@ import math
 import os
 import statistics
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import anthropic
 import anyio
@@ -85,8 +88,6 @@ ABSTAIN_KINDS = (
     "unparsable",
     "off-rubric",
 )
-# How often a backoff sleep looks whether the circuit opened meanwhile (seconds).
-_BREAKER_POLL_S = 0.1
 # The Scorer's reason for code it did not send (teacher.only_compiled): not an abstention of the
 # teacher's, so it is not counted in its metrics.
 NOT_COMPILED = "not sent: did not compile"
@@ -163,6 +164,7 @@ class Teacher:
         self.deadline_s = config.timeout_s * 1.5
         self.stats = TeacherStats()
         self._in_flight = InFlight()  # identical samples at once share one request
+        self._waiting: set[anyio.CancelScope] = set()  # waits the circuit opening cuts short
         self._announced = False
 
     # --- grading ------------------------------------------------------------------------
@@ -219,7 +221,7 @@ class Teacher:
             stop=stop_after_attempt(cfg.max_attempts) | circuit_open,
             wait=wait,
             retry=retry_if_exception(retryable),
-            sleep=self._sleep_unless_open,
+            sleep=lambda seconds: self._unless_open(self.clock.sleep, seconds),
             before_sleep=count_retry,
             reraise=True,
         )
@@ -228,15 +230,18 @@ class Teacher:
                 return await self._attempt(user)
         raise AssertionError("unreachable: tenacity reraises the last error")
 
-    async def _sleep_unless_open(self, seconds: float) -> None:
-        """Back off for `seconds`, but stop early when the circuit opens meanwhile (another
-        request found the server down): the retry after it would be refused anyway."""
-        end = self.clock.now() + seconds
-        while not self.breaker.refusing():
-            left = end - self.clock.now()
-            if left <= 0:
-                return
-            await self.clock.sleep(min(left, _BREAKER_POLL_S))
+    async def _unless_open(self, wait: Callable[..., Awaitable[object]], *args: Any) -> bool:
+        """Await `wait(*args)` (a backoff, a rate-limit slot), but cut it short when the circuit
+        opens meanwhile: the request after it would be refused anyway. False when cut short."""
+        if self.breaker.refusing():
+            return False
+        with anyio.CancelScope() as scope:
+            self._waiting.add(scope)
+            try:
+                await wait(*args)
+            finally:
+                self._waiting.discard(scope)
+        return not scope.cancelled_caught
 
     async def _attempt(self, user: str) -> Completion:
         """One request: breaker, budget, concurrency slot, rate limit, deadline; usage booked
@@ -253,8 +258,10 @@ class Teacher:
         sent = False
         try:
             async with self.limiter:
-                await self.rate.acquire(tokens)
-                # Checked again: the circuit may have opened while this one queued.
+                # The circuit may open while this one queues: then it is not sent. (A rate-limit
+                # slot cut short is given back by `acquire`.)
+                if not await self._unless_open(self.rate.acquire, tokens):
+                    raise _CircuitOpen
                 probe = self.breaker.state == "half-open"
                 if not self.breaker.allow():
                     self.rate.cancel(tokens)
@@ -303,6 +310,8 @@ class Teacher:
             self.breaker.record(reachable=True)
             return
         if self.breaker.record(reachable=False):
+            for scope in list(self._waiting):  # wake those backing off or queued for a slot
+                scope.cancel()
             log.warning(
                 "teacher: unreachable (%s: %s) after %d failed requests in a row; requests are "
                 "refused for %g s (samples abstain, reason unavailable), then one probe",

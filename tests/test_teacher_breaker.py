@@ -349,3 +349,45 @@ def test_a_backoff_ends_early_when_the_circuit_opens_meanwhile():
     assert teacher.stats.requests == 2 and teacher.stats.retries == 1
     # The bound is loose on purpose (a shared machine), but far below the 20 s asked for.
     assert elapsed < 8.0
+
+
+def test_requests_waiting_for_a_rate_limit_slot_are_refused_when_it_opens_and_give_it_back():
+    # 6 requests/min, one at a time after the first: the 2nd..4th samples wait 10, 20 and 30 s for
+    # their slots. The first request finds the server dead and opens the circuit: they are woken,
+    # refused, and their slots are given back to the limiter.
+    shifted = ShiftedClock()
+    server = TeacherServer().start()
+    try:
+        teacher = make(
+            server,
+            "anthropic",
+            shifted.clock(),
+            requests_per_minute=6.0,
+            burst=1,
+            breaker_failures=1,
+        )
+        server.stop()
+        judgements: list[Judgement] = []
+
+        async def run() -> float:
+            async def one(i: int) -> None:
+                judgements.append(await judge(teacher, i))
+
+            try:
+                async with anyio.create_task_group() as group:
+                    for i in range(4):
+                        group.start_soon(one, i)
+                return teacher.rate.reserve(0.0) - teacher.clock.now()
+            finally:
+                await teacher.aclose()
+
+        started = time.monotonic()
+        next_slot_in = anyio.run(run)
+        elapsed = time.monotonic() - started
+    finally:
+        server.stop()
+    assert sorted(kind(j) or "" for j in judgements) == ["connection"] + ["unavailable"] * 3
+    assert teacher.stats.requests == 1
+    assert elapsed < 5.0  # not the 30 s the last one was queued for
+    # Only the one request sent holds a slot: the next is due 10 s after it, not 40 s.
+    assert next_slot_in <= 10.0
