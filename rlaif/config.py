@@ -120,6 +120,15 @@ class TeacherConfig:
     retry_after_max_s: float = _opt(
         60.0, "A server's Retry-After is obeyed up to this many seconds.", min=0.0
     )
+    breaker_failures: int = _opt(
+        5,
+        "Consecutive failed requests (connection errors, timeouts, 5xx) that open the circuit: "
+        "requests are then refused at once (abstention `unavailable`) instead of retried.",
+        min=1,
+    )
+    breaker_cooldown_s: float = _opt(
+        30.0, "How long an open circuit refuses requests before one probe.", min=0.0
+    )
     max_requests: int = _opt(0, "Requests the run may send (retries included); 0: no limit.", min=0)
     max_dollars: float = _opt(
         0.0,

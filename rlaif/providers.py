@@ -139,6 +139,13 @@ def retryable(exc: BaseException) -> bool:
     return error_kind(exc) in ("rate_limited", "server_error", "timeout", "connection")
 
 
+def unreachable(exc: BaseException) -> bool:
+    """The request found no working server (what the teacher's circuit breaker counts): a
+    connection error, a timeout or a 5xx. A 429, a 4xx or an unreadable 200 came from a server
+    that is up."""
+    return error_kind(exc) in ("server_error", "timeout", "connection")
+
+
 def retry_after_s(exc: BaseException) -> float | None:
     """The server's requested wait in seconds (retry-after-ms, or Retry-After in seconds or as
     an HTTP date), or None."""

@@ -72,6 +72,12 @@ class Budget:
         self.pending += bound
         return bound
 
+    def cancel(self, reserved: float) -> None:
+        """A request `start` admitted was never sent: its count and reserved cost are given
+        back (it stays exhausted if it was)."""
+        self.requests = max(0, self.requests - 1)
+        self.pending = max(0.0, self.pending - reserved)
+
     def finish(self, reserved: float, input_tokens: float, output_tokens: float) -> None:
         """A request came back with this usage (0, 0 when it failed)."""
         self.pending = max(0.0, self.pending - reserved)

@@ -13,6 +13,11 @@ One call to `Teacher.judge`, in order:
 4. retries have one owner, tenacity here: the SDKs are built with `max_retries=0`. 429, 5xx,
    timeouts and dropped connections are retried with exponential backoff and full jitter, or
    after the server's Retry-After (capped); anything else fails at once;
+4b. a circuit breaker (`breaker.CircuitBreaker`) watches for a server that is down: after
+   `teacher.breaker_failures` consecutive unreachable requests (connection errors, timeouts,
+   5xx) requests are refused at once for `teacher.breaker_cooldown_s` (abstention `unavailable`;
+   retries stop, and backoffs and rate-limit waits in progress are cut short), then one probe
+   tells whether it is back;
 5. a verdict that cannot be had is an abstention: a NaN score with its reason ("kind: detail",
    kinds in ABSTAIN_KINDS), never a made-up 0 or 0.5. Abstentions are not cached.
 
@@ -28,7 +33,9 @@ import math
 import os
 import statistics
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import anthropic
 import anyio
@@ -36,6 +43,7 @@ import openai
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt
 from tenacity.wait import wait_random_exponential
 
+from .breaker import CircuitBreaker
 from .cache import InFlight, ResultCache, cache_key
 from .config import CacheConfig, ConfigError, TeacherConfig
 from .providers import (
@@ -49,6 +57,7 @@ from .providers import (
     error_kind,
     retry_after_s,
     retryable,
+    unreachable,
 )
 from .ratelimit import MONOTONIC, Clock, RateLimiter
 from .rubric import (
@@ -73,6 +82,7 @@ ABSTAIN_KINDS = (
     "rate_limited",
     "server_error",
     "connection",
+    "unavailable",
     "api_error",
     "bad_response",
     "unparsable",
@@ -93,6 +103,10 @@ class TeacherBudgetExhausted(RuntimeError):
 
 class _BudgetRefused(Exception):
     """The budget refused a request (never retried)."""
+
+
+class _CircuitOpen(Exception):
+    """The circuit breaker refused a request: the server is known to be down (never retried)."""
 
 
 def estimate_tokens(text: str) -> int:
@@ -143,12 +157,14 @@ class Teacher:
             config.max_dollars,
             price_of(config.model, config.input_price_per_mtok, config.output_price_per_mtok),
         )
+        self.breaker = CircuitBreaker(config.breaker_failures, config.breaker_cooldown_s, clock)
         self.weights = {c: getattr(config, f"weight_{c}") for c in CRITERIA}
         # The SDK's own timeout covers each read; this deadline also covers a server that
         # trickles bytes forever.
         self.deadline_s = config.timeout_s * 1.5
         self.stats = TeacherStats()
         self._in_flight = InFlight()  # identical samples at once share one request
+        self._waiting: set[anyio.CancelScope] = set()  # waits the circuit opening cuts short
         self._announced = False
 
     # --- grading ------------------------------------------------------------------------
@@ -172,6 +188,8 @@ class Teacher:
             completion = await self._with_retries(user)
         except _BudgetRefused:
             return self._abstain(f"budget: {self.budget.exhausted}")
+        except _CircuitOpen:
+            return self._abstain(f"unavailable: {self.breaker.describe()}")
         except API_ERRORS as exc:
             return self._abstain(f"{error_kind(exc)}: {_describe(exc)}")
         raw = read_verdict(completion.text)
@@ -195,11 +213,15 @@ class Teacher:
         def count_retry(state) -> None:
             self.stats.retries += 1
 
+        def circuit_open(state) -> bool:
+            return self.breaker.refusing()
+
         retrying = AsyncRetrying(
-            stop=stop_after_attempt(cfg.max_attempts),
+            # A server known to be down is not retried: the next try would be refused anyway.
+            stop=stop_after_attempt(cfg.max_attempts) | circuit_open,
             wait=wait,
             retry=retry_if_exception(retryable),
-            sleep=self.clock.sleep,
+            sleep=lambda seconds: self._unless_open(self.clock.sleep, seconds),
             before_sleep=count_retry,
             reraise=True,
         )
@@ -208,36 +230,96 @@ class Teacher:
                 return await self._attempt(user)
         raise AssertionError("unreachable: tenacity reraises the last error")
 
+    async def _unless_open(self, wait: Callable[..., Awaitable[object]], *args: Any) -> bool:
+        """Await `wait(*args)` (a backoff, a rate-limit slot), but cut it short when the circuit
+        opens meanwhile: the request after it would be refused anyway. False when cut short."""
+        if self.breaker.refusing():
+            return False
+        with anyio.CancelScope() as scope:
+            self._waiting.add(scope)
+            try:
+                await wait(*args)
+            finally:
+                self._waiting.discard(scope)
+        return not scope.cancelled_caught
+
     async def _attempt(self, user: str) -> Completion:
-        """One request: budget, concurrency slot, rate limit, deadline; usage booked after."""
+        """One request: breaker, budget, concurrency slot, rate limit, deadline; usage booked
+        after. A request that is never sent gives its budget and rate-limit shares back."""
+        if self.breaker.refusing():
+            raise _CircuitOpen
         estimate = estimate_tokens(SYSTEM_PROMPT) + estimate_tokens(user)
+        tokens = estimate + self.config.max_tokens
         reserved = self.budget.start(estimate, self.config.max_tokens)
         if reserved is None:
             self._announce_budget()
             raise _BudgetRefused
         completion = Completion("")
+        sent = False
         try:
             async with self.limiter:
-                await self.rate.acquire(estimate + self.config.max_tokens)
+                # The circuit may open while this one queues: then it is not sent. (A rate-limit
+                # slot cut short is given back by `acquire`.)
+                if not await self._unless_open(self.rate.acquire, tokens):
+                    raise _CircuitOpen
+                probe = self.breaker.state == "half-open"
+                if not self.breaker.allow():
+                    self.rate.cancel(tokens)
+                    raise _CircuitOpen
+                sent = True
                 self.stats.requests += 1
                 started = self.clock.now()
-                with anyio.fail_after(self.deadline_s):
-                    completion = await self.backend.complete(SYSTEM_PROMPT, user)
-        except TimeoutError as exc:
-            raise DeadlineExceeded(f"no answer within {self.deadline_s:g} s") from exc
+                try:
+                    with anyio.fail_after(self.deadline_s):
+                        completion = await self.backend.complete(SYSTEM_PROMPT, user)
+                except TimeoutError as exc:
+                    late = DeadlineExceeded(f"no answer within {self.deadline_s:g} s")
+                    self._record(late)
+                    raise late from exc
+                except API_ERRORS as exc:
+                    self._record(exc)
+                    raise
+                except BaseException:  # cancelled: the server was not heard from either way
+                    if probe:
+                        self.breaker.abandon()
+                    raise
+                self._record(None)
         except STATUS_ERRORS as exc:
             self.stats.rate_limited += exc.status_code == 429
             self.stats.server_errors += exc.status_code >= 500
             raise
         finally:
-            self.budget.finish(reserved, completion.input_tokens, completion.output_tokens)
+            if sent:
+                self.budget.finish(reserved, completion.input_tokens, completion.output_tokens)
+            else:
+                self.budget.cancel(reserved)
         self.stats.latencies.append(self.clock.now() - started)
         self.stats.tokens_in += completion.input_tokens
         self.stats.tokens_out += completion.output_tokens
         reported = completion.input_tokens + completion.output_tokens
         if reported:
-            self.rate.correct(estimate + self.config.max_tokens, reported)
+            self.rate.correct(tokens, reported)
         return completion
+
+    def _record(self, exc: BaseException | None) -> None:
+        """Tell the breaker how a sent request ended (None: answered); say so when that opens or
+        closes the circuit."""
+        if exc is None or not unreachable(exc):
+            if self.breaker.opened_at is not None:
+                log.warning("teacher: reachable again; the circuit is closed")
+            self.breaker.record(reachable=True)
+            return
+        if self.breaker.record(reachable=False):
+            for scope in list(self._waiting):  # wake those backing off or queued for a slot
+                scope.cancel()
+            log.warning(
+                "teacher: unreachable (%s: %s) after %d failed requests in a row; requests are "
+                "refused for %g s (samples abstain, reason unavailable), then one probe",
+                error_kind(exc),
+                _describe(exc),
+                self.breaker.consecutive,
+                self.breaker.cooldown_s,
+            )
 
     def _abstain(self, reason: str) -> Judgement:
         self.stats.abstained[reason.partition(":")[0]] += 1
@@ -300,6 +382,7 @@ class Teacher:
             teacher_tokens_out=float(s.tokens_out),
             teacher_spend_usd=self.budget.dollars,
             teacher_budget_exhausted=float(self.budget.exhausted is not None),
+            teacher_circuit_open=float(self.breaker.state != "closed"),
         )
         return row
 

@@ -22,6 +22,12 @@ every answer. Behaviours:
 The server runs on its own event loop in a background thread, so plain synchronous tests can use
 it: ``with TeacherServer() as server: ...`` starts it on an ephemeral port of 127.0.0.1 and stops
 it, thread included, on exit (wrap that in a pytest fixture).
+
+A teacher that dies mid-run: ``stop_after=K`` answers K API requests, then the server goes away
+by itself (the listening socket and every open connection are closed, so later requests find the
+port refusing connections; requests that raced in meanwhile are dropped). ``stop()`` kills it
+from the test; ``restart()`` brings it back on the same port, so clients built with its old URL
+reach it again.
 """
 
 from __future__ import annotations
@@ -152,11 +158,14 @@ class TeacherServer:
         answer: Callable[[Any], str] | None = None,
         faults: Faults | None = None,
         latency_s: float = 0.0,
+        stop_after: int | None = None,
     ):
         self.default_reply = default_reply
         self.answer = answer
         self.faults = faults
         self.latency_s = latency_s
+        self.stop_after = stop_after
+        self._answered = 0  # API requests taken on since the last start, for stop_after
         self._random = random.Random(faults.seed if faults else 0)
         self.port: int | None = None
         self._requests: list[Recorded] = []
@@ -168,6 +177,8 @@ class TeacherServer:
         self._stop: asyncio.Event | None = None
         self._ready = threading.Event()
         self._error: BaseException | None = None
+        self._bind_port = 0
+        self._last_port: int | None = None
 
     # --- what tests use -------------------------------------------------------------------
 
@@ -202,10 +213,13 @@ class TeacherServer:
 
     # --- lifecycle ------------------------------------------------------------------------
 
-    def start(self, timeout_s: float = 10.0) -> TeacherServer:
-        """Start serving in a background thread; returns once the port is known."""
+    def start(self, timeout_s: float = 10.0, port: int = 0) -> TeacherServer:
+        """Start serving in a background thread on `port` (0: an ephemeral one); returns once
+        the port is known."""
         if self._thread is not None:
             raise RuntimeError("the server is already running")
+        self._bind_port = port
+        self._answered = 0
         self._ready.clear()
         self._error = None
         self._thread = threading.Thread(target=self._run, name="teacher-server", daemon=True)
@@ -229,6 +243,26 @@ class TeacherServer:
             raise RuntimeError("the teacher server thread did not stop")
         self._thread = self._loop = self._stop = None
         self.port = None
+
+    def restart(self, stop_after: int | None = None, timeout_s: float = 10.0) -> TeacherServer:
+        """Stop (if it has not stopped itself) and start again on the same port, with a new
+        `stop_after` (None: serve until stopped). Recorded requests are kept."""
+        port = self.port if self.port is not None else self._last_port
+        self.stop(timeout_s)
+        self.stop_after = stop_after
+        return self.start(timeout_s, port=port or 0)
+
+    @property
+    def down(self) -> bool:
+        """Whether the server is not serving (never started, stopped, or gone after stop_after)."""
+        return self._thread is None or not self._thread.is_alive()
+
+    def wait_down(self, timeout_s: float = 10.0) -> None:
+        """Wait until the server has gone away by itself (`stop_after`)."""
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+        if not self.down:
+            raise RuntimeError("the teacher server is still serving")
 
     def __enter__(self) -> TeacherServer:
         return self.start()
@@ -256,9 +290,9 @@ class TeacherServer:
         )
         await runner.setup()
         try:
-            site = web.TCPSite(runner, "127.0.0.1", 0)
+            site = web.TCPSite(runner, "127.0.0.1", self._bind_port)
             await site.start()
-            self.port = runner.addresses[0][1]
+            self.port = self._last_port = runner.addresses[0][1]
             self._ready.set()
             await self._stop.wait()
         finally:
@@ -284,8 +318,14 @@ class TeacherServer:
         except json.JSONDecodeError:
             body = raw
         api = request.method == "POST" and request.path in (ANTHROPIC_PATH, OPENAI_PATH)
+        last = False
         with self._lock:
             behaviour = self._next_behaviour(body) if api else None
+            if api and self.stop_after is not None:
+                if self._answered >= self.stop_after:
+                    behaviour = Drop()  # raced in while the server goes away
+                self._answered += 1
+                last = self._answered == self.stop_after
             self._requests.append(
                 Recorded(
                     method=request.method,
@@ -300,6 +340,22 @@ class TeacherServer:
             return web.json_response({"error": {"message": "not found"}}, status=404)
         if self.latency_s:
             await asyncio.sleep(self.latency_s)
+        if not last:
+            return await self._answer(request, behaviour, body)
+        # The last request before going away: its answer is sent in full first, since a shutdown
+        # may cancel handlers that are still running.
+        try:
+            response = await self._answer(request, behaviour, body)
+            await response.prepare(request)
+            await response.write_eof()
+            return response
+        finally:
+            assert self._stop is not None
+            self._stop.set()
+
+    async def _answer(
+        self, request: web.Request, behaviour: Behaviour, body: Any
+    ) -> web.StreamResponse:
         anthropic_format = request.path == ANTHROPIC_PATH
 
         if isinstance(behaviour, Reply):
