@@ -20,7 +20,11 @@ Departures from the textbook: log-probs are taken at the sampling temperature (t
 the tokens were actually drawn from); the ratio's anchor is the sampler's recorded log-probs,
 except when some samples come from an older policy and `is_cap > 0`, where the anchor is the
 trainer's own log-probs at the start of the update and a truncated importance weight corrects
-for the sampler (see `algo.truncated_is_weights`).
+for the sampler (see `algo.truncated_is_weights`). When the update is a single optimizer step
+(one epoch, one minibatch, no LoRA dropout), the weights at its start are the weights of its own
+forward pass, so those log-probs are the gradient pass's, detached: no extra forward pass is
+spent on them, which matters with `pipeline.max_staleness: 1`, where every update has stale
+samples.
 """
 
 from __future__ import annotations
@@ -114,7 +118,8 @@ class Trainer:
         if len(samples) < t.minibatches:
             raise ValueError(f"{len(samples)} samples cannot fill {t.minibatches} minibatches")
         beta = self.kl.value
-        anchors, is_weights = self._anchors(samples)
+        anchored = self._anchors(samples)  # None: stale samples, anchored on the gradient pass
+        anchors, is_weights = anchored if anchored is not None else (None, None)
         sums = torch.zeros(7, dtype=torch.float64)  # pg, kl, clipped, ratio, is_w, entropy, tokens
         maxes = torch.full((3,), -math.inf, dtype=torch.float64)  # kl, ratio, is_w
         grad_norms = []
@@ -158,18 +163,21 @@ class Trainer:
             "completion_tokens": tokens / t.epochs,  # per pass
         }
 
-    def _anchors(self, samples: list[Sample]) -> tuple[list[torch.Tensor], list | None]:
+    def _anchors(self, samples: list[Sample]) -> tuple[list[torch.Tensor], list | None] | None:
         """Per sample: the log-probs the ratio is taken against, and the truncated IS weights.
 
         Fresh samples (made by the current weights) anchor on the sampler's log-probs. When any
         sample on any process is stale and `is_cap > 0`, every sample anchors on the trainer's
-        log-probs before this update, weighted by min(exp(trainer - sampler), is_cap).
+        log-probs before this update, weighted by min(exp(trainer - sampler), is_cap); None
+        when the update's own gradient pass yields those (`_self_anchored`).
         """
         acc, cap = self.accelerator, self.config.trainer.is_cap
         sampler = [torch.tensor(s.logprobs) for s in samples]
         stale = torch.tensor([float(any(s.policy_version < self.version for s in samples))])
         if cap <= 0 or acc.reduce(stale.to(acc.device), reduction="sum").item() == 0:
             return sampler, None
+        if self._self_anchored():
+            return None
         anchors, weights = [], []
         size = self.config.trainer.micro_batch_size
         with torch.no_grad():
@@ -182,6 +190,12 @@ class Trainer:
                     anchors.append(old)
                     weights.append(truncated_is_weights(old, sampler[start + i], cap))
         return anchors, weights
+
+    def _self_anchored(self) -> bool:
+        """Whether the update is one optimizer step whose gradient pass sees the weights it
+        starts from (LoRA dropout would make that pass differ from the policy's)."""
+        t = self.config.trainer
+        return t.epochs * t.minibatches == 1 and not (self.lora and t.lora_dropout > 0)
 
     def _accumulate(self, samples, advantages, anchors, is_weights, rows, beta):
         """Forward and backward over one minibatch (`rows`), micro-batch by micro-batch."""
@@ -197,7 +211,8 @@ class Trainer:
         for k, start in enumerate(starts):
             idx = rows[start : start + size]
             chunk = [samples[r] for r in idx]
-            batch = _pad_batch(chunk, acc.device, [anchors[r] for r in idx])
+            chunk_anchors = None if anchors is None else [anchors[r] for r in idx]
+            batch = _pad_batch(chunk, acc.device, chunk_anchors)  # None: the sampler's
             lengths = torch.tensor([len(s.completion_ids) for s in chunk], device=acc.device)
             weights = token_weights(
                 lengths,
@@ -221,6 +236,10 @@ class Trainer:
                 self.model.eval()
                 with torch.no_grad():
                     ref_logp = self._reference_logprobs(batch)  # [n, C]
+                if anchors is None:  # self-anchored; batch["old_logp"] holds the sampler's
+                    old = logp.detach()
+                    isw = truncated_is_weights(old.float(), batch["old_logp"], t.is_cap)
+                    batch["old_logp"] = old
                 parts = clipped_policy_loss(
                     logp,
                     batch["old_logp"],

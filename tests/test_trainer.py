@@ -176,6 +176,30 @@ def test_stale_samples_anchor_on_the_trainer_with_capped_weights(tiny_model_dir,
     assert stats["is_weight_mean"] != pytest.approx(1.0, abs=1e-3)
 
 
+@pytest.mark.parametrize("minibatches", [1, 2])
+def test_a_one_step_update_takes_the_stale_anchor_from_its_own_gradient_pass(
+    tiny_model_dir, minibatches
+):
+    torch.manual_seed(0)
+    trainer, tokenizer = make_trainer(make_config(tiny_model_dir, minibatches=minibatches))
+    config = make_config(tiny_model_dir)
+    samples = Generator(trainer.policy, tokenizer, config.student).generate([TASK], 4, 0)[0]
+    trainer.update(samples, ADV)  # now the samples are one update old
+    passes = []
+    hook = trainer.policy.register_forward_hook(lambda *_: passes.append(1))
+    try:
+        stats = trainer.update(samples, ADV)
+    finally:
+        hook.remove()
+    # 4 samples, micro-batches of at most 3: two gradient passes either way (3 + 1 rows, or
+    # two minibatches of 2). An update of more than one optimizer step first spends two more
+    # passes (3 + 1 rows) on the anchors, as the weights move between its optimizer steps.
+    assert len(passes) == (2 if minibatches == 1 else 4)
+    assert stats["is_weight_mean"] != pytest.approx(1.0, abs=1e-3)  # the correction is applied
+    if minibatches == 1:
+        assert stats["ratio_mean"] == 1.0  # exactly: the anchor is the pass itself, detached
+
+
 def test_without_the_cap_stale_samples_anchor_on_the_sampler(tiny_model_dir, setup):
     _, samples = setup
     trainer, _ = make_trainer(make_config(tiny_model_dir, is_cap=0.0))
