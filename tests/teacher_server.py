@@ -168,6 +168,7 @@ class TeacherServer:
         self.jitter_s = jitter_s
         self._random = random.Random(faults.seed if faults else 0)
         # Apart from the faults' generator, so jitter does not change which requests fail.
+        self._jitter_seed = jitter_seed
         self._jitter = random.Random(jitter_seed)
         self.port: int | None = None
         self._requests: list[Recorded] = []
@@ -206,10 +207,11 @@ class TeacherServer:
             self._queue.extend(behaviours)
 
     def reset(self) -> None:
-        """Forget recorded requests and queued behaviours."""
+        """Forget recorded requests and queued behaviours; the jitter's delays start over."""
         with self._lock:
             self._requests.clear()
             self._queue.clear()
+            self._jitter.seed(self._jitter_seed)
 
     # --- lifecycle ------------------------------------------------------------------------
 

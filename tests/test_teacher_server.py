@@ -48,6 +48,17 @@ def test_the_same_seed_draws_the_same_delays_and_another_seed_others():
     assert first != other
 
 
+def test_reset_starts_the_delays_over():
+    with TeacherServer(latency_s=0.02, jitter_s=0.01, jitter_seed=5) as server:
+        for _ in range(3):
+            post(server)
+        first = [r.delay for r in server.requests]
+        server.reset()
+        for _ in range(3):
+            post(server)
+        assert [r.delay for r in server.requests] == first
+
+
 def test_without_jitter_every_delay_is_the_latency_and_none_is_negative():
     drawn, _ = delays(3, latency_s=0.03)
     assert drawn == [0.03] * 3
