@@ -64,10 +64,12 @@ lint: install
 docs: install
 	$(PY) -m rlaif config-doc --readme README.md
 
+# bench/pipeline.py compares with TRL's GRPOTrainer when trl is installed (pip install -e ".[bench]").
 bench: install
 	$(PY) bench/rust_jobs.py
 	$(PY) bench/teacher_rate.py
 	$(PY) bench/score_cache.py
+	$(PY) bench/pipeline.py
 
 clean:
 	rm -rf runs .pytest_cache .ruff_cache

@@ -112,15 +112,21 @@ def dequantized_copy(model):
     return plain
 
 
+def prompt_messages(task: Task, config: StudentConfig) -> list[dict[str, str]]:
+    """The chat the student is shown for a task: the system prompt, if any, and the request."""
+    request = f"{task.prompt.strip()}\n\n{TASK_SUFFIX}"
+    messages = [{"role": "user", "content": request}]
+    if config.system_prompt:
+        messages.insert(0, {"role": "system", "content": config.system_prompt})
+    return messages
+
+
 def prompt_text(task: Task, tokenizer, config: StudentConfig) -> str:
     """The student's view of a task: its prompt (never its tests), chat-formatted if possible."""
-    request = f"{task.prompt.strip()}\n\n{TASK_SUFFIX}"
+    messages = prompt_messages(task, config)
     if config.use_chat_template and tokenizer.chat_template:
-        messages = [{"role": "user", "content": request}]
-        if config.system_prompt:
-            messages.insert(0, {"role": "system", "content": config.system_prompt})
         return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-    return f"// Task: {request}\n```rust\n"
+    return f"// Task: {messages[-1]['content']}\n```rust\n"
 
 
 def encode_prompt(text: str, tokenizer) -> list[int]:

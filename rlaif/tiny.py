@@ -2,8 +2,9 @@
 
 For smoke runs and tests: it exercises every code path of the engine (chat template, batched
 generation, log-probs, updates, checkpoints) without a download. Its Rust is noise.
-The model is a 2-layer Llama; the tokenizer is ByT5's byte-level one, which needs no vocabulary
-files (its 384 ids: 3 specials, 256 bytes, 125 sentinels), with a small chat template added.
+The model is a Llama (2 layers unless asked for more); the tokenizer is ByT5's byte-level one,
+which needs no vocabulary files (its 384 ids: 3 specials, 256 bytes, 125 sentinels), with a small
+chat template added.
 """
 
 from __future__ import annotations
@@ -19,8 +20,14 @@ CHAT_TEMPLATE = (
 )
 
 
-def make_tiny_model(out_dir: str | Path, *, seed: int = 0, hidden_size: int = 64) -> Path:
-    """Write a `save_pretrained` model and tokenizer to `out_dir` and return it."""
+def make_tiny_model(
+    out_dir: str | Path, *, seed: int = 0, hidden_size: int = 64, layers: int = 2
+) -> Path:
+    """Write a `save_pretrained` model and tokenizer to `out_dir` and return it.
+
+    `hidden_size` and `layers` size it up for benchmarks (bench/pipeline.py); the defaults keep
+    tests fast.
+    """
     out_dir = Path(out_dir)
     tokenizer = ByT5Tokenizer()
     tokenizer.chat_template = CHAT_TEMPLATE
@@ -28,7 +35,7 @@ def make_tiny_model(out_dir: str | Path, *, seed: int = 0, hidden_size: int = 64
         vocab_size=len(tokenizer),  # 384, not tokenizer.vocab_size (256): sentinels count too
         hidden_size=hidden_size,
         intermediate_size=hidden_size * 2,
-        num_hidden_layers=2,
+        num_hidden_layers=layers,
         num_attention_heads=4,
         num_key_value_heads=2,
         max_position_embeddings=4096,

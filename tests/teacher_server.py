@@ -11,7 +11,10 @@ answered) in ``.requests``. Each request is answered by the next queued behaviou
 (`TeacherServer.script`); when the queue is empty, by a random fault when ``faults`` are set
 (`Faults`: a share of 429s and of 500s, from a seeded generator), else by a `Reply` whose text is
 ``answer(body)`` when an ``answer`` function is given, else ``.default_reply``. ``latency_s`` delays
-every answer. Behaviours:
+every answer; with ``jitter_s`` each API request's delay is drawn uniformly from
+``latency_s ± jitter_s`` (at least 0), from a generator seeded with ``jitter_seed``, in arrival
+order, so a fixed sequence of requests meets the same delays every time (``Recorded.delay``).
+Behaviours:
 
 - `Reply(text)`: a well-formed answer whose text is ``text``;
 - `Status(code, retry_after=None)`: an API error in the provider's format (429, 500, 400, ...);
@@ -123,6 +126,7 @@ class Recorded:
     body: Any  # the parsed JSON body, or the raw text when it is not JSON
     at: float = 0.0  # time.monotonic() on arrival (the same clock as the client's, one process)
     behaviour: Behaviour | None = None  # how it was answered (None: not an API path)
+    delay: float = 0.0  # seconds the answer was held back (latency_s, with its jitter)
 
 
 def user_text(body: Any) -> str:
@@ -159,14 +163,22 @@ class TeacherServer:
         faults: Faults | None = None,
         latency_s: float = 0.0,
         stop_after: int | None = None,
+        jitter_s: float = 0.0,
+        jitter_seed: int = 0,
     ):
+        if jitter_s < 0:
+            raise ValueError(f"jitter_s={jitter_s}: must be >= 0")
         self.default_reply = default_reply
         self.answer = answer
         self.faults = faults
         self.latency_s = latency_s
         self.stop_after = stop_after
         self._answered = 0  # API requests taken on since the last start, for stop_after
+        self.jitter_s = jitter_s
         self._random = random.Random(faults.seed if faults else 0)
+        # Apart from the faults' generator, so jitter does not change which requests fail.
+        self._jitter_seed = jitter_seed
+        self._jitter = random.Random(jitter_seed)
         self.port: int | None = None
         self._requests: list[Recorded] = []
         self._queue: deque[Behaviour] = deque()
@@ -206,10 +218,11 @@ class TeacherServer:
             self._queue.extend(behaviours)
 
     def reset(self) -> None:
-        """Forget recorded requests and queued behaviours."""
+        """Forget recorded requests and queued behaviours; the jitter's delays start over."""
         with self._lock:
             self._requests.clear()
             self._queue.clear()
+            self._jitter.seed(self._jitter_seed)
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -310,6 +323,12 @@ class TeacherServer:
                 return Status(500)
         return Reply(self.answer(body) if self.answer else self.default_reply)
 
+    def _delay(self) -> float:
+        """This request's latency; called with the lock held, so draws follow arrival order."""
+        if not self.jitter_s:
+            return self.latency_s
+        return max(0.0, self.latency_s + self._jitter.uniform(-self.jitter_s, self.jitter_s))
+
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         arrived = time.monotonic()
         raw = await request.text()
@@ -326,6 +345,7 @@ class TeacherServer:
                     behaviour = Drop()  # raced in while the server goes away
                 self._answered += 1
                 last = self._answered == self.stop_after
+            delay = self._delay() if api else 0.0
             self._requests.append(
                 Recorded(
                     method=request.method,
@@ -334,12 +354,13 @@ class TeacherServer:
                     body=body,
                     at=arrived,
                     behaviour=behaviour,
+                    delay=delay,
                 )
             )
         if behaviour is None:
             return web.json_response({"error": {"message": "not found"}}, status=404)
-        if self.latency_s:
-            await asyncio.sleep(self.latency_s)
+        if delay:
+            await asyncio.sleep(delay)
         if not last:
             return await self._answer(request, behaviour, body)
         # The last request before going away: its answer is sent in full first, since a shutdown

@@ -92,3 +92,26 @@ def test_missing_model_says_how_to_get_it(tmp_path, monkeypatch):
         load_student(
             StudentConfig(model=str(tmp_path / "m.gguf")), torch.device("cpu"), torch.float32
         )
+
+
+def test_prompt_messages_are_what_the_chat_template_formats():
+    """Other trainers (bench/pipeline_trl.py) are given these messages: the same prompt text."""
+    from rlaif.student import prompt_messages
+
+    config = StudentConfig(system_prompt="Be brief.")
+    messages = prompt_messages(TASKS[1], config)
+    assert [m["role"] for m in messages] == ["system", "user"]
+    assert messages[0]["content"] == "Be brief."
+    assert messages[1]["content"].startswith(TASKS[1].prompt) and "t()" not in str(messages)
+    assert [m["role"] for m in prompt_messages(TASKS[1], StudentConfig(system_prompt=None))] == [
+        "user"
+    ]
+
+
+def test_the_tiny_model_takes_a_size(tmp_path):
+    from transformers import AutoConfig
+
+    from rlaif.tiny import make_tiny_model
+
+    config = AutoConfig.from_pretrained(make_tiny_model(tmp_path, hidden_size=32, layers=3))
+    assert (config.hidden_size, config.num_hidden_layers) == (32, 3)
