@@ -34,7 +34,13 @@ def test_the_learning_preset_is_config_yaml_with_a_longer_run():
     }
     # Each of these is explained in configs/learn.yaml; anything else would be an undocumented
     # change to the recipe that is supposed to show the defaults learn.
-    assert changed == {"run.output_dir", "trainer.max_steps", "checkpoint.every", "checkpoint.keep"}
+    assert changed == {
+        "run.output_dir",
+        "trainer.max_steps",
+        "trainer.learning_rate",
+        "checkpoint.every",
+        "checkpoint.keep",
+    }
     assert 40 <= learn.trainer.max_steps <= 55  # about an hour at 66-70 s a step
     # The same file as --preset on top of config.yaml gives the same config: the --set values it
     # becomes keep their types (5.0e-06 stays a float).
