@@ -12,6 +12,7 @@ training loop calls `evaluate_policy` every `eval.every` steps for the eval_* me
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,7 @@ from rich.table import Table
 
 from .checkpoint import CheckpointError, latest_checkpoint
 from .config import Config
+from .metrics import sample_record
 from .rollout import ThreadPolicy, generate_and_score
 from .rust import RustJudge, Toolchain, default_concurrency, rust_cache
 from .scoring import Scorer
@@ -147,33 +149,37 @@ async def evaluate(
     return results
 
 
+# What an eval record keeps of a samples.jsonl record (`metrics.sample_record`), and the rustc
+# counts it lifts to the top level for `rlaif.stats.task_values`.
+_SAMPLE_KEYS = ("task_id", "difficulty", "sample", "prompt", "completion", "code", "finished")
+_SCORE_KEYS = ("reward", "components")
+_RUST_COUNTS = (
+    "parsed",
+    "compiled",
+    "errors",
+    "warnings",
+    "clippy_lints",
+    "tests_passed",
+    "tests_total",
+    "all_tests_passed",
+    "sandbox_error",
+)
+
+
 def sample_records(model: str, scored: list[Scored]) -> list[dict]:
     """One JSON-ready record per sample: which model and task, what it wrote, what rustc and
     the tests said, and every reward term (`rlaif.stats.task_values` reads these)."""
-    return [
-        {
-            "model": model,
-            "task_id": s.sample.task.id,
-            "difficulty": s.sample.task.difficulty,
-            "sample": s.sample.index,
-            "prompt": s.sample.task.prompt,
-            "completion": s.sample.completion,
-            "code": s.sample.code,
-            "finished": s.sample.finished,
-            "reward": s.reward,
-            "components": s.components,
-            "parsed": s.rust.parsed,
-            "compiled": s.rust.compiled,
-            "errors": s.rust.errors,
-            "warnings": s.rust.warnings,
-            "clippy_lints": s.rust.clippy_lints,
-            "tests_passed": s.rust.tests_passed,
-            "tests_total": s.rust.tests_total,
-            "all_tests_passed": s.rust.all_tests_passed,
-            "sandbox_error": s.rust.sandbox_error,
-        }
-        for s in scored
-    ]
+    records = []
+    for s in scored:
+        full = sample_record(0, s, math.nan)
+        records.append(
+            {
+                "model": model,
+                **{key: full[key] for key in (*_SAMPLE_KEYS, *_SCORE_KEYS)},
+                **{key: getattr(s.rust, key) for key in _RUST_COUNTS},
+            }
+        )
+    return records
 
 
 def compare(
