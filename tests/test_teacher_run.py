@@ -78,6 +78,9 @@ def test_a_teacher_that_dies_mid_run_makes_samples_abstain_and_the_run_goes_on(
             f"teacher.api_key_env={KEY_ENV}",
             "teacher.only_compiled=false",  # the tiny model's code rarely compiles
             "teacher.concurrency=1",  # requests in a fixed order: the death falls in step 2
+            # Steps one after the other: with overlap, step 2's requests (and the death) can come
+            # before step 1's row is written, and the rows below say which step saw what.
+            "pipeline.max_staleness=0",
             "teacher.requests_per_minute=0",
             "teacher.tokens_per_minute=0",
             "teacher.max_attempts=3",
