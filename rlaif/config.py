@@ -179,10 +179,17 @@ class RewardsConfig:
     clippy_clean: float = _opt(1.0, "Added when clippy ran and found no lint.")
     per_clippy_lint: float = _opt(-0.25, "Added per clippy lint.")
     max_clippy_lints: int = _opt(8, "Clippy lints counted at most.", min=0)
-    ast_gate: Literal["compile", "parse", "always"] = _opt(
-        "compile",
-        "When the syntax-tree terms (structure, quality, idioms, complexity) count: `compile` "
-        "keeps text that never type-checks from earning them (reward hacking).",
+    per_unused_variable: float = _opt(
+        -3.0,
+        "Added per unused variable (rustc's `unused_variables`) in code that compiles: a body "
+        "that ignores its parameters (`Some(50)`) is a stub, not an attempt.",
+    )
+    ast_gate: Literal["tests", "compile", "parse", "always"] = _opt(
+        "tests",
+        "When the syntax-tree terms (structure, quality, idioms, complexity) count: `tests` once a "
+        "hidden test passes (compiling, for a task without tests), so neither text that never "
+        "type-checks nor a compiling stub earns them (reward hacking); `compile` for any code "
+        "that type-checks.",
     )
     structure: float = _opt(2.0, "Times the structure sum (functions, structs, enums, traits).")
     structure_fn: float = _opt(0.5, "Per function, at most 2 in the structure sum.")

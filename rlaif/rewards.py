@@ -6,9 +6,10 @@ trainer leaves them out of the group baseline instead of reading them as bad cod
 (`algo.group_advantages`). A teacher that is switched off contributes no terms at all.
 
 Compiler terms follow the nanochat-rl seed (REFERENCE.md): parse +8, compile +10, no errors +5 else
--2 per error, no warnings +1 else -0.5 per warning. Test terms add the fraction of hidden tests
-passed and a bonus when all pass; clippy adds +1 when clean, else a cost per lint (the GRPO Rust
-seed rewarded a clean clippy). Syntax-tree terms, the seed's too (weights in `RewardsConfig`):
+-2 per error, no warnings +1 else -0.5 per warning; ours adds -3 per unused variable (below). Test
+terms add the fraction of hidden tests passed and a bonus when all pass; clippy adds +1 when clean,
+else a cost per lint (the GRPO Rust seed rewarded a clean clippy). Syntax-tree terms, the seed's
+too (weights in `RewardsConfig`):
 - structure = 2 x (min(0.5 fns, 2) + min(0.3 structs, 1) + min(0.3 enums, 1) + min(0.5 traits, 1))
 - quality = 3 x max(floor, Result 1 + Option 0.5 + 0.5 x doc coverage + `?` 0.5 - unsafe 1
   - 2 per panic)
@@ -17,11 +18,17 @@ seed rewarded a clean clippy). Syntax-tree terms, the seed's too (weights in `Re
 - complexity = -1 x (cc - 10) / 10 when the largest cyclomatic complexity cc is above 10.
 
 Reward hacking: tree-sitter scores any text that looks like Rust, so a student could pile up
-structs, docs and closures that never compile. By default (`ast_gate: compile`) the syntax-tree
-terms count only for code that type-checks; below that, only parse and error terms move the
-reward. The quality floor (the seed had none) keeps a compiling answer with many unwraps above
-any answer that fails to compile. Code refused before compiling (a compile-time file read) scores
-as no code at all.
+structs, docs and closures that never compile; and once it compiles, the task's own signature
+(an `Option` return, a function) earns structure and quality points for a body that does nothing.
+The first learning run (bench/RESULTS.md) found exactly that: its one compiling sample returned
+`Some(50)`, failed every test and scored 24.75. So by default (`ast_gate: tests`) the syntax-tree
+terms count only once a hidden test passes: style is paid for code that works at least in part.
+And each unused variable (rustc's `unused_variables`) costs `per_unused_variable`, because a body
+that ignores its parameters is a stub, not an attempt: it ranks below an honest compiling answer
+that fails the tests, while still above code that does not compile, so compiling stays a step up.
+The quality floor (the seed had none) keeps a working answer with many unwraps above any answer
+that fails to compile. Code refused before compiling (a compile-time file read) scores as no code
+at all.
 """
 
 from __future__ import annotations
@@ -32,7 +39,7 @@ from .config import RewardsConfig
 from .rust_ast import AstMetrics
 from .types import Judgement, RustResult
 
-RUST_TERMS = ("parse", "compile", "errors", "warnings", "clippy", "tests", "all_tests")
+RUST_TERMS = ("parse", "compile", "errors", "warnings", "unused", "clippy", "tests", "all_tests")
 AST_TERMS = ("structure", "quality", "idioms", "complexity")
 TEACHER_OFF = "off"
 
@@ -67,13 +74,14 @@ def _rust_terms(r: RustResult, has_code: bool, w: RewardsConfig) -> dict[str, fl
         terms = dict.fromkeys(RUST_TERMS, 0.0)
         terms["errors"] = w.per_error * w.max_errors
         return terms
-    clippy = 0.0
+    clippy = unused = 0.0
     if r.compiled:
         errors = w.no_errors
         warnings = w.no_warnings if r.warnings == 0 else w.per_warning * r.warnings
         if r.clippy_ran:
             lints = min(r.clippy_lints, w.max_clippy_lints)
             clippy = w.clippy_clean if lints == 0 else w.per_clippy_lint * lints
+        unused = w.per_unused_variable * r.warning_names.count("unused_variables")
     else:
         errors = w.per_error * min(max(r.errors, 1), w.max_errors)
         warnings = 0.0  # lints are not emitted once errors stop compilation
@@ -83,6 +91,7 @@ def _rust_terms(r: RustResult, has_code: bool, w: RewardsConfig) -> dict[str, fl
         "compile": w.compile * r.compiled,
         "errors": errors,
         "warnings": warnings,
+        "unused": unused,
         "clippy": clippy,
         "tests": w.tests_passed * fraction,
         "all_tests": w.all_tests_pass * r.all_tests_passed,
@@ -94,7 +103,12 @@ def ast_terms(r: RustResult, m: AstMetrics, has_code: bool, w: RewardsConfig) ->
     unknown (the gate cannot be decided)."""
     if r.sandbox_error is not None and w.ast_gate != "always":
         return dict.fromkeys(AST_TERMS, math.nan)
-    gate = {"compile": r.compiled, "parse": r.parsed, "always": True}[w.ast_gate]
+    gate = {
+        "tests": r.tests_passed > 0 if r.tests_total else r.compiled,
+        "compile": r.compiled,
+        "parse": r.parsed,
+        "always": True,
+    }[w.ast_gate]
     if not has_code or r.rejected is not None or not gate:
         return dict.fromkeys(AST_TERMS, 0.0)
     structure = (

@@ -32,6 +32,7 @@ def test_every_term_of_a_compiling_idiomatic_solution():
         "compile": 10.0,
         "errors": 5.0,
         "warnings": 1.0,
+        "unused": 0.0,
         "clippy": 1.0,  # clippy ran and found nothing
         "tests": 10.0,  # 4 of 4
         "all_tests": 5.0,
@@ -55,16 +56,55 @@ def test_warnings_clippy_lints_and_errors_are_weighted_and_capped():
     assert c["errors"] == -20.0 and c["warnings"] == 0.0  # 10 errors counted at most: 10 x -2
 
 
-def test_ast_terms_need_compiling_code_by_default():
+def test_ast_terms_need_a_passing_test_by_default():
+    m = rust_metrics(IDIOMATIC)
     # Broken code that parses and is full of structure earns no syntax-tree terms...
     rich_but_broken = RustResult(parsed=True, errors=1)
-    m = rust_metrics(IDIOMATIC)
     c, s = reward_terms(rich_but_broken, OFF, True, W, m)
     assert [c[t] for t in AST_TERMS] == [0.0, 0.0, 0.0, 0.0]
     assert s["rust"] == 8 - 2  # parse, one error
-    # ...unless the gate is opened on purpose.
+    # ...nor does code that compiles but passes no test...
+    compiles_fails_all = RustResult(parsed=True, compiled=True, tests_total=3)
+    c, _ = reward_terms(compiles_fails_all, OFF, True, W, m)
+    assert [c[t] for t in AST_TERMS] == [0.0, 0.0, 0.0, 0.0]
+    # ...while one passing test opens the gate, and so does compiling for a task without tests.
+    for r in (
+        dataclasses.replace(compiles_fails_all, tests_passed=1),
+        RustResult(parsed=True, compiled=True),
+    ):
+        c, _ = reward_terms(r, OFF, True, W, m)
+        assert c["structure"] == 1.0 and c["idioms"] == pytest.approx(6.8)
+    # The looser gates are there on purpose.
+    c, _ = reward_terms(
+        compiles_fails_all, OFF, True, dataclasses.replace(W, ast_gate="compile"), m
+    )
+    assert c["structure"] == 1.0
     c, _ = reward_terms(rich_but_broken, OFF, True, dataclasses.replace(W, ast_gate="parse"), m)
     assert c["structure"] == 1.0 and c["idioms"] == pytest.approx(6.8)
+
+
+def test_a_compiling_stub_ranks_below_an_honest_failing_attempt_and_above_broken_code():
+    # The first learning run's hack (bench/RESULTS.md): `fn parse_percent(s: &str) -> Option<u8>
+    # { Some(50) }` compiles, fails its 3 tests, and rustc says `s` is unused.
+    stub_code = "fn parse_percent(s: &str) -> Option<u8> { Some(50) }"
+    stub = RustResult(
+        parsed=True,
+        compiled=True,
+        warnings=1,
+        warning_names=("unused_variables",),
+        clippy_ran=True,
+        tests_total=3,
+    )
+    attempt_code = "fn parse_percent(s: &str) -> Option<u8> { s.trim().parse().ok() }"
+    attempt = RustResult(parsed=True, compiled=True, clippy_ran=True, tests_total=3)
+    c, stub_reward = reward_terms(stub, OFF, True, W, rust_metrics(stub_code))
+    assert c["unused"] == -3.0 and c["warnings"] == -0.5
+    assert c["quality"] == 0.0  # the signature's Option earns nothing while every test fails
+    _, attempt_reward = reward_terms(attempt, OFF, True, W, rust_metrics(attempt_code))
+    _, broken_reward = reward_terms(RustResult(parsed=True, errors=1), OFF, True, W)
+    assert stub_reward["rust"] == 8 + 10 + 5 - 0.5 - 3 + 1  # 20.5, clippy clean
+    assert attempt_reward["rust"] == 8 + 10 + 5 + 1 + 1  # 25
+    assert broken_reward["rust"] < stub_reward["rust"] < attempt_reward["rust"]
 
 
 def test_panics_cost_down_to_the_quality_floor():
