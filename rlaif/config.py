@@ -168,7 +168,11 @@ class RewardsConfig:
     """Weights of the reward terms; defaults follow the nanochat-rl seed (REFERENCE.md)."""
 
     parse: float = _opt(8.0, "Added when the code parses as Rust.")
-    compile: float = _opt(10.0, "Added when the code type-checks.")
+    compile: float = _opt(
+        10.0,
+        "Added when the code type-checks and builds with the task's tests (it defines what they "
+        "call, with the right signatures); replies that restate the task's struct and stop do not.",
+    )
     no_errors: float = _opt(5.0, "Added when rustc reports no errors.")
     per_error: float = _opt(-2.0, "Added per rustc error (summary lines not counted).")
     max_errors: int = _opt(10, "Errors counted at most, so one broken file cannot dominate.", min=0)

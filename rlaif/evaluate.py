@@ -161,6 +161,7 @@ _RUST_COUNTS = (
     "clippy_lints",
     "tests_passed",
     "tests_total",
+    "tests_built",
     "all_tests_passed",
     "sandbox_error",
 )

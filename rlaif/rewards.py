@@ -26,6 +26,9 @@ terms count only once a hidden test passes: style is paid for code that works at
 And each unused variable (rustc's `unused_variables`) costs `per_unused_variable`, because a body
 that ignores its parameters is a stub, not an attempt: it ranks below an honest compiling answer
 that fails the tests, while still above code that does not compile, so compiling stays a step up.
+Likewise `compile` pays only for code that also builds with the task's tests
+(`RustResult.compiles_as_solution`): the same run's training samples included replies that
+restated the task's struct and stopped, which type-check but leave out the work.
 The quality floor (the seed had none) keeps a working answer with many unwraps above any answer
 that fails to compile. Code refused before compiling (a compile-time file read) scores as no code
 at all.
@@ -88,7 +91,7 @@ def _rust_terms(r: RustResult, has_code: bool, w: RewardsConfig) -> dict[str, fl
     fraction = r.tests_passed / r.tests_total if r.tests_total else 0.0
     return {
         "parse": w.parse * r.parsed,
-        "compile": w.compile * r.compiled,
+        "compile": w.compile * r.compiles_as_solution,
         "errors": errors,
         "warnings": warnings,
         "unused": unused,

@@ -50,7 +50,7 @@ from .sandbox import Limits, ProcessResult, run_sandboxed, scrubbed_env
 from .types import RustResult
 
 HIDDEN_TESTS_MODULE = "rlaif_hidden_tests"
-CACHE_SCHEMA = "rust-v2"  # bump when the meaning of a cached RustResult changes
+CACHE_SCHEMA = "rust-v3"  # bump when the meaning of a cached RustResult changes
 _SUMMARY = re.compile(r"test result: \w+\. (\d+) passed; (\d+) failed")
 _RUNNING = re.compile(r"^running (\d+) tests?$", re.MULTILINE)
 _PASSED_LINE = re.compile(r"^test \S+ \.\.\. ok$", re.MULTILINE)
@@ -304,6 +304,7 @@ class _Job:
         if build.returncode != 0:
             # The code type-checks alone but not against the tests: wrong signature or types.
             return self.result(timed_out=build.timed_out, log=("test build: " + build.stderr))
+        self.fields.update(tests_built=True)
         c = self.config
         run = await run_sandboxed(
             argv,

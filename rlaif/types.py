@@ -68,6 +68,7 @@ class RustResult:
     clippy_lints: int = 0
     clippy_names: tuple[str, ...] = ()  # e.g. ("clippy::needless_return",), one per lint
     tests_total: int = 0
+    tests_built: bool = False  # the code built together with the task's tests (it has the API)
     tests_passed: int = 0
     timed_out: bool = False
     run_signal: str | None = None  # the test program was killed by this signal ("SIGABRT")
@@ -85,6 +86,12 @@ class RustResult:
     @property
     def all_tests_passed(self) -> bool:
         return self.tests_total > 0 and self.tests_passed == self.tests_total
+
+    @property
+    def compiles_as_solution(self) -> bool:
+        """It type-checks and, when the task has tests, builds with them: it provides the
+        functions and types the task asks for, with their signatures."""
+        return self.compiled and (self.tests_built or self.tests_total == 0)
 
 
 @dataclass(frozen=True)

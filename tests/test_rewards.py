@@ -14,7 +14,9 @@ from rlaif.types import Judgement, RustResult
 
 W = RewardsConfig()
 OFF = Judgement(abstained="off")
-COMPILED = RustResult(parsed=True, compiled=True, tests_total=4, tests_passed=4, clippy_ran=True)
+COMPILED = RustResult(
+    parsed=True, compiled=True, tests_total=4, tests_built=True, tests_passed=4, clippy_ran=True
+)
 IDIOMATIC = """
 /// Sums the even numbers.
 fn sum_even(xs: &[i64]) -> Option<i64> {
@@ -64,7 +66,7 @@ def test_ast_terms_need_a_passing_test_by_default():
     assert [c[t] for t in AST_TERMS] == [0.0, 0.0, 0.0, 0.0]
     assert s["rust"] == 8 - 2  # parse, one error
     # ...nor does code that compiles but passes no test...
-    compiles_fails_all = RustResult(parsed=True, compiled=True, tests_total=3)
+    compiles_fails_all = RustResult(parsed=True, compiled=True, tests_total=3, tests_built=True)
     c, _ = reward_terms(compiles_fails_all, OFF, True, W, m)
     assert [c[t] for t in AST_TERMS] == [0.0, 0.0, 0.0, 0.0]
     # ...while one passing test opens the gate, and so does compiling for a task without tests.
@@ -94,9 +96,12 @@ def test_a_compiling_stub_ranks_below_an_honest_failing_attempt_and_above_broken
         warning_names=("unused_variables",),
         clippy_ran=True,
         tests_total=3,
+        tests_built=True,
     )
     attempt_code = "fn parse_percent(s: &str) -> Option<u8> { s.trim().parse().ok() }"
-    attempt = RustResult(parsed=True, compiled=True, clippy_ran=True, tests_total=3)
+    attempt = RustResult(
+        parsed=True, compiled=True, clippy_ran=True, tests_total=3, tests_built=True
+    )
     c, stub_reward = reward_terms(stub, OFF, True, W, rust_metrics(stub_code))
     assert c["unused"] == -3.0 and c["warnings"] == -0.5
     assert c["quality"] == 0.0  # the signature's Option earns nothing while every test fails
@@ -105,6 +110,21 @@ def test_a_compiling_stub_ranks_below_an_honest_failing_attempt_and_above_broken
     assert stub_reward["rust"] == 8 + 10 + 5 - 0.5 - 3 + 1  # 20.5, clippy clean
     assert attempt_reward["rust"] == 8 + 10 + 5 + 1 + 1  # 25
     assert broken_reward["rust"] < stub_reward["rust"] < attempt_reward["rust"]
+
+
+def test_compile_pays_only_for_code_that_builds_with_the_tasks_tests():
+    # The first learning run's other trick: restate the task's struct and stop. It type-checks,
+    # but the tests cannot build (the function they call is missing).
+    struct_only = RustResult(parsed=True, compiled=True, clippy_ran=True, tests_total=3)
+    c, s = reward_terms(struct_only, OFF, True, W)
+    assert c["compile"] == 0.0 and s["rust"] == 8 + 5 + 1 + 1  # 15
+    _, broken = reward_terms(RustResult(parsed=True, errors=1), OFF, True, W)
+    built = dataclasses.replace(struct_only, tests_built=True)
+    _, honest_failure = reward_terms(built, OFF, True, W)
+    assert broken["rust"] < s["rust"] < honest_failure["rust"] == 25
+    # A task without tests pays for type-checking alone.
+    c, _ = reward_terms(RustResult(parsed=True, compiled=True), OFF, True, W)
+    assert c["compile"] == 10.0
 
 
 def test_panics_cost_down_to_the_quality_floor():

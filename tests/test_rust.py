@@ -45,7 +45,18 @@ def test_correct_solution_passes_every_hidden_test():
 
 def test_wrong_solution_compiles_and_fails_tests():
     r = judge(WRONG)
-    assert r.compiled and (r.tests_passed, r.tests_total) == (1, 3)
+    assert r.compiled and r.tests_built and (r.tests_passed, r.tests_total) == (1, 3)
+    assert r.compiles_as_solution
+
+
+def test_code_that_type_checks_without_the_tasks_api_is_not_a_solution():
+    # A reply that defines something else (or restates a struct and stops) type-checks alone,
+    # but the tests cannot build against it.
+    for code in ("fn sum(a: i32, b: i32) -> i32 { a + b }", "fn add(a: i64) -> i64 { a }"):
+        r = judge(code)
+        assert r.compiled and not r.tests_built and r.tests_total == 3, code
+        assert r.tests_passed == 0 and not r.compiles_as_solution
+        assert r.log.startswith("test build: ")
 
 
 def test_type_errors_are_counted_exactly_with_codes():
@@ -103,8 +114,11 @@ def test_rewards_order_correct_over_failing_over_broken_over_prose():
         components, sources = reward_terms(judge(code), off, bool(code), weights)
         return sources["rust"]
 
-    correct, failing, broken, prose = (reward(c) for c in (CORRECT, WRONG, TYPE_ERRORS, PROSE))
-    assert correct > failing > broken > prose
+    stub = "fn add(a: i32, b: i32) -> i32 { 0 }"  # ignores its inputs; passes `zero`
+    elsewhere = "fn sum(a: i32, b: i32) -> i32 { a + b }"  # type-checks, tests cannot build
+    codes = (CORRECT, WRONG, stub, elsewhere, TYPE_ERRORS, PROSE)
+    correct, failing, stubbed, missing_api, broken, prose = (reward(c) for c in codes)
+    assert correct > failing > stubbed > missing_api > broken > prose
     # No code at all scores as low as the most broken code, never above it.
     assert reward_terms(judge(""), off, False, weights)[1]["rust"] == weights.per_error * 10
 
