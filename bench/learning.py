@@ -353,7 +353,7 @@ def samples_markdown(records: list[dict], count: int = SHOWN, seed: int = SEED) 
     ]
     for i, r in enumerate(picked, 1):
         terms = ", ".join(f"{k} {v:+.2f}" for k, v in (r.get("components") or {}).items())
-        status = "compiles" if r["compiled"] else f"does not compile ({r.get('errors')} errors)"
+        status = _compile_status(r)
         lines += [
             "",
             f"## {i}. `{r['task_id']}` ({r.get('difficulty')}), sample {r['sample']}: "
@@ -364,6 +364,14 @@ def samples_markdown(records: list[dict], count: int = SHOWN, seed: int = SEED) 
             fenced(r["completion"], "markdown"),
         ]
     return "\n".join(lines) + "\n"
+
+
+def _compile_status(record: dict) -> str:
+    if not record["compiled"]:
+        return f"does not compile ({record.get('errors')} errors)"
+    if record["tests_total"] and not record.get("tests_built", True):
+        return "type-checks, but the tests cannot build against it"
+    return "compiles"
 
 
 def _reward(record: dict) -> float:
