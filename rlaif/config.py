@@ -191,9 +191,9 @@ class RewardsConfig:
     ast_gate: Literal["tests", "compile", "parse", "always"] = _opt(
         "tests",
         "When the syntax-tree terms (structure, quality, idioms, complexity) count: `tests` once a "
-        "hidden test passes (compiling, for a task without tests), so neither text that never "
-        "type-checks nor a compiling stub earns them (reward hacking); `compile` for any code "
-        "that type-checks.",
+        "hidden test passes (compiling, for a task without tests) and no variable is unused, so "
+        "neither text that never type-checks nor a compiling stub earns them (reward hacking); "
+        "`compile` for any code that type-checks.",
     )
     structure: float = _opt(2.0, "Times the structure sum (functions, structs, enums, traits).")
     structure_fn: float = _opt(0.5, "Per function, at most 2 in the structure sum.")

@@ -22,7 +22,9 @@ structs, docs and closures that never compile; and once it compiles, the task's 
 (an `Option` return, a function) earns structure and quality points for a body that does nothing.
 The first learning run (bench/RESULTS.md) found exactly that: its one compiling sample returned
 `Some(50)`, failed every test and scored 24.75. So by default (`ast_gate: tests`) the syntax-tree
-terms count only once a hidden test passes: style is paid for code that works at least in part.
+terms count only once a hidden test passes, and not for code that leaves a variable unused: style
+is paid for code that works at least in part. (A `Default::default()` body passes at least one
+test of 103 of the 211 training tasks, 12 of them half or more.)
 And each unused variable (rustc's `unused_variables`) costs `per_unused_variable`, because a body
 that ignores its parameters is a stub, not an attempt: it ranks below an honest compiling answer
 that fails the tests, while still above code that does not compile, so compiling stays a step up.
@@ -107,7 +109,7 @@ def ast_terms(r: RustResult, m: AstMetrics, has_code: bool, w: RewardsConfig) ->
     if r.sandbox_error is not None and w.ast_gate != "always":
         return dict.fromkeys(AST_TERMS, math.nan)
     gate = {
-        "tests": r.tests_passed > 0 if r.tests_total else r.compiled,
+        "tests": _works_in_part(r),
         "compile": r.compiled,
         "parse": r.parsed,
         "always": True,
@@ -143,6 +145,13 @@ def ast_terms(r: RustResult, m: AstMetrics, has_code: bool, w: RewardsConfig) ->
         "idioms": w.idioms * idioms,
         "complexity": w.complexity * excess if excess else 0.0,
     }
+
+
+def _works_in_part(r: RustResult) -> bool:
+    """The `tests` gate: a hidden test passes (or, without tests, it compiles), and no parameter
+    or local goes unused: a constant answer (`None`, `0`) passes some tests of many tasks."""
+    works = r.tests_passed > 0 if r.tests_total else r.compiled
+    return works and "unused_variables" not in r.warning_names
 
 
 def _sum(values) -> float:
