@@ -367,6 +367,7 @@ def samples_markdown(records: list[dict], count: int = SHOWN, seed: int = SEED) 
 
 
 def _compile_status(record: dict) -> str:
+    """How far the code got; records written before `tests_built` existed read as built."""
     if not record["compiled"]:
         return f"does not compile ({record.get('errors')} errors)"
     if record["tests_total"] and not record.get("tests_built", True):

@@ -23,14 +23,17 @@ structs, docs and closures that never compile; and once it compiles, the task's 
 The first learning run (bench/RESULTS.md) found exactly that: its one compiling sample returned
 `Some(50)`, failed every test and scored 24.75. So by default (`ast_gate: tests`) the syntax-tree
 terms count only once a hidden test passes, and not for code that leaves a variable unused: style
-is paid for code that works at least in part. (A `Default::default()` body passes at least one
-test of 103 of the 211 training tasks, 12 of them half or more.)
-And each unused variable (rustc's `unused_variables`) costs `per_unused_variable`, because a body
+is paid for code that works at least in part (a `Default::default()` body passes at least one
+test of 103 of the 211 training tasks, 12 of them half or more).
+
+Each unused variable (rustc's `unused_variables`) costs `per_unused_variable`, because a body
 that ignores its parameters is a stub, not an attempt: it ranks below an honest compiling answer
 that fails the tests, while still above code that does not compile, so compiling stays a step up.
+
 Likewise `compile` pays only for code that also builds with the task's tests
 (`RustResult.compiles_as_solution`): the same run's training samples included replies that
 restated the task's struct and stopped, which type-check but leave out the work.
+
 The quality floor (the seed had none) keeps a working answer with many unwraps above any answer
 that fails to compile. Code refused before compiling (a compile-time file read) scores as no code
 at all.
@@ -86,7 +89,7 @@ def _rust_terms(r: RustResult, has_code: bool, w: RewardsConfig) -> dict[str, fl
         if r.clippy_ran:
             lints = min(r.clippy_lints, w.max_clippy_lints)
             clippy = w.clippy_clean if lints == 0 else w.per_clippy_lint * lints
-        unused = w.per_unused_variable * r.warning_names.count("unused_variables")
+        unused = w.per_unused_variable * r.unused_variables
     else:
         errors = w.per_error * min(max(r.errors, 1), w.max_errors)
         warnings = 0.0  # lints are not emitted once errors stop compilation
@@ -150,8 +153,8 @@ def ast_terms(r: RustResult, m: AstMetrics, has_code: bool, w: RewardsConfig) ->
 def _works_in_part(r: RustResult) -> bool:
     """The `tests` gate: a hidden test passes (or, without tests, it compiles), and no parameter
     or local goes unused: a constant answer (`None`, `0`) passes some tests of many tasks."""
-    works = r.tests_passed > 0 if r.tests_total else r.compiled
-    return works and "unused_variables" not in r.warning_names
+    works = r.tests_passed > 0 if r.tests_total else r.compiles_as_solution
+    return works and r.unused_variables == 0
 
 
 def _sum(values) -> float:

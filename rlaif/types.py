@@ -88,6 +88,11 @@ class RustResult:
         return self.tests_total > 0 and self.tests_passed == self.tests_total
 
     @property
+    def unused_variables(self) -> int:
+        """rustc's `unused_variables` warnings: a body that ignores its parameters is a stub."""
+        return self.warning_names.count("unused_variables")
+
+    @property
     def compiles_as_solution(self) -> bool:
         """It type-checks and, when the task has tests, builds with them: it provides the
         functions and types the task asks for, with their signatures."""

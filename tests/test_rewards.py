@@ -108,13 +108,13 @@ def test_a_compiling_stub_ranks_below_an_honest_failing_attempt_and_above_broken
     _, attempt_reward = reward_terms(attempt, OFF, True, W, rust_metrics(attempt_code))
     _, broken_reward = reward_terms(RustResult(parsed=True, errors=1), OFF, True, W)
     assert stub_reward["rust"] == 8 + 10 + 5 - 0.5 - 3 + 1  # 20.5, clippy clean
+    assert attempt_reward["rust"] == 8 + 10 + 5 + 1 + 1  # 25
+    assert broken_reward["rust"] < stub_reward["rust"] < attempt_reward["rust"]
     # A constant that happens to pass some tests (`None` for mostly-invalid inputs) earns the
     # tests' share, but no syntax-tree terms while it ignores its input.
     lucky = dataclasses.replace(stub, tests_passed=2)
     c, _ = reward_terms(lucky, OFF, True, W, rust_metrics(stub_code))
     assert c["tests"] == pytest.approx(20 / 3) and c["quality"] == 0.0 and c["structure"] == 0.0
-    assert attempt_reward["rust"] == 8 + 10 + 5 + 1 + 1  # 25
-    assert broken_reward["rust"] < stub_reward["rust"] < attempt_reward["rust"]
 
 
 def test_compile_pays_only_for_code_that_builds_with_the_tasks_tests():
