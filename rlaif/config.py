@@ -52,7 +52,13 @@ class StudentConfig:
     )
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = _opt(
         "auto",
-        "`auto`: bfloat16 on CUDA, float32 on MPS and CPU (fp16 training on MPS is unstable).",
+        "The weights' dtype (the optimizer's master copy). `auto`: float32 everywhere; "
+        "speed comes from `autocast`.",
+    )
+    autocast: Literal["auto", "bf16", "off"] = _opt(
+        "auto",
+        "What forward passes compute in (generation and the update). `auto`: bf16 on CUDA and "
+        "on CPUs with bf16 matrix hardware (AMX, AVX512-BF16), off elsewhere (MPS, other CPUs).",
     )
     use_chat_template: bool = _opt(
         True,

@@ -67,7 +67,7 @@ def sample_success(scored: Scored, config: CurriculumConfig) -> bool | None:
         return None
     if config.success == "tests":
         return scored.rust.all_tests_passed
-    return scored.rust.compiled
+    return scored.compiles
 
 
 def is_zero_variance(rewards: Sequence[float], eps: float) -> bool:

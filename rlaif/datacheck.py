@@ -5,6 +5,10 @@ A wrong test teaches the wrong thing, so every task is checked with the real rus
 - a stub of it (the reference with every function body replaced by `todo!()`, so types, traits
   and signatures stay) compiles and fails every hidden test: a test that a stub passes does not
   exercise the code the student writes;
+- a constant answer (every body replaced by `Default::default()`, or by `todo!()` where the
+  return type has no default) fails at least half of the hidden tests: tests that mostly expect
+  `0`, `false`, `None` or an empty value pay a student for ignoring its input (the first learning
+  run's `Some(50)` answer, issue 16);
 - its tests hold at least `MIN_ASSERTIONS` assertions, and no test is named like a free function
   of the reference (the test's name would shadow the function inside the test module);
 - each free function of the reference has its signature written out in the prompt, so the
@@ -40,6 +44,7 @@ _TEST_OK = re.compile(r"^test \S+::(\S+) \.\.\. ok$", re.MULTILINE)
 _FN_ITEM = re.compile(r"\bfn\s+[A-Za-z_]\w*")
 _TEST_FN = re.compile(r"#\[test\]\s*(?:#\[[^\]]*\]\s*)*fn\s+(\w+)")
 _MUT_BINDING = re.compile(r"\bmut\s+(?=\w+\s*:)")  # `mut x: T` binds mutably; callers see `x: T`
+_ERROR_LINE = re.compile(r"--> \S*?lib\.rs:(\d+):")  # where a rendered rustc error points
 
 
 @dataclass(frozen=True)
@@ -110,15 +115,39 @@ async def check_task(task: Task, judge: RustJudge) -> list[Problem]:
     async def run(name: str, code: str) -> None:
         results[name] = await judge.judge(code, task.tests)
 
+    async def constant() -> None:
+        results["constant"] = await judge_constant_answer(task.reference, task.tests, judge)
+
     async with anyio.create_task_group() as group:
         group.start_soon(run, "reference", task.reference)
         group.start_soon(run, "stub", stub_of(task.reference))
+        group.start_soon(constant)
     problems += [
         Problem(task.source, task.id, what)
         for what in _reference_problems(results["reference"], task.tests)
         + _stub_problems(results["stub"])
+        + _constant_problems(results["constant"])
     ]
     return problems
+
+
+async def judge_constant_answer(reference: str, tests: str, judge: RustJudge) -> RustResult:
+    """rustc's verdict on `constant_of(reference)`, the bodies whose return type has no default
+    turned to `todo!()` one round at a time (the functions rustc's errors point into), down to
+    the all-`todo!()` stub at worst."""
+    todo: set[int] = set()
+    while True:
+        code = constant_of(reference, todo)
+        result = await judge.judge(code, tests)
+        spans = _body_lines(code)
+        if result.compiled or result.sandbox_error or len(todo) == len(spans):
+            return result
+        lines = {int(line) for line in _ERROR_LINE.findall(result.log)}
+        pointed = {
+            i for i, (first, last) in enumerate(spans) if any(first <= n <= last for n in lines)
+        }
+        # An error outside every body (or a log cut short) turns all of them: the stub compiles.
+        todo |= (pointed - todo) or set(range(len(spans)))
 
 
 def static_problems(task: Task) -> list[str]:
@@ -180,6 +209,19 @@ def _stub_problems(result: RustResult) -> list[str]:
         return [
             f"stub (todo!() bodies) passes {result.tests_passed} of {result.tests_total} tests "
             f"({passing}): they do not exercise the code"
+        ]
+    return []
+
+
+def _constant_problems(result: RustResult) -> list[str]:
+    if result.sandbox_error:
+        return [f"constant answer: the sandbox failed: {result.sandbox_error}"]
+    if result.tests_total and 2 * result.tests_passed >= result.tests_total:
+        passing = ", ".join(_TEST_OK.findall(result.log)) or "some"
+        return [
+            f"constant answer (Default::default() bodies) passes {result.tests_passed} of "
+            f"{result.tests_total} tests ({passing}): most tests accept an answer that ignores "
+            "its input"
         ]
     return []
 
@@ -339,14 +381,32 @@ def _fn_items(src: str):
 
 def stub_of(reference: str) -> str:
     """The reference with every function body replaced by `todo!()`: same items, no behaviour."""
+    return _replace_bodies(reference, lambda _: "todo!()")
+
+
+def constant_of(reference: str, todo: set[int] | frozenset[int] = frozenset()) -> str:
+    """The reference with every function body replaced by `Default::default()`, but `todo!()`
+    for the bodies numbered in `todo` (0 is the first body): an answer that ignores its input."""
+    return _replace_bodies(reference, lambda i: "todo!()" if i in todo else "Default::default()")
+
+
+def _replace_bodies(reference: str, body_for) -> str:
     parts, last = [], 0
-    for _, body, end, _ in _fn_items(reference):
-        if body < 0:
-            continue
-        parts.append(reference[last : body + 1] + " todo!() }")
+    bodies = ((body, end) for _, body, end, _ in _fn_items(reference) if body >= 0)
+    for i, (body, end) in enumerate(bodies):
+        parts.append(reference[last : body + 1] + f" {body_for(i)} }}")
         last = end
     parts.append(reference[last:])
     return "".join(parts)
+
+
+def _body_lines(code: str) -> list[tuple[int, int]]:
+    """(first line, last line), counted from 1, of each function body of `code`."""
+    return [
+        (code.count("\n", 0, body) + 1, code.count("\n", 0, end) + 1)
+        for _, body, end, _ in _fn_items(code)
+        if body >= 0
+    ]
 
 
 def free_fn_signatures(reference: str) -> list[str]:

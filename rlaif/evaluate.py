@@ -24,6 +24,7 @@ from rich.table import Table
 from .checkpoint import CheckpointError, latest_checkpoint
 from .config import Config
 from .metrics import sample_record
+from .precision import autocast_context, pick_autocast
 from .rollout import ThreadPolicy, generate_and_score
 from .rust import RustJudge, Toolchain, default_concurrency, rust_cache
 from .scoring import Scorer
@@ -52,7 +53,7 @@ def summarize(scored: list[Scored], n: int, ks: list[int]) -> dict[str, dict[str
             "tasks": len(groups),
             "samples": len(flat),
             "parse_rate": sum(s.rust.parsed for s in flat) / len(flat),
-            "compile_rate": sum(s.rust.compiled for s in flat) / len(flat),
+            "compile_rate": sum(s.compiles for s in flat) / len(flat),
             "test_pass_rate": sum(s.rust.tests_passed for s in flat) / tests_total
             if tests_total
             else 0.0,
@@ -127,13 +128,14 @@ async def evaluate(
     rust_jobs = default_concurrency(config.rust)
     judge = RustJudge(toolchain, config.rust, rust_jobs, rust_cache(config.cache))
     scorer = Scorer(judge, None, config.rewards)
-    threads = ThreadPolicy.for_config(config)
+    threads = ThreadPolicy.for_config(config, judge.running)
     results = []
     for model in models:
         student = dataclasses.replace(config.student, model=model)
         device = pick_device(student.device)
         policy, tokenizer = load_student(student, device, pick_dtype(student.dtype, device))
-        generator = Generator(policy, tokenizer, student)
+        precision = autocast_context(device, pick_autocast(student.autocast, device))
+        generator = Generator(policy, tokenizer, student, precision=precision)
         console.print(
             f"evaluating {model} on {len(tasks)} tasks x {n} samples "
             f"(temperature {student.temperature})"
@@ -178,6 +180,8 @@ def sample_records(model: str, scored: list[Scored]) -> list[dict]:
                 "model": model,
                 **{key: full[key] for key in (*_SAMPLE_KEYS, *_SCORE_KEYS)},
                 **{key: getattr(s.rust, key) for key in _RUST_COUNTS},
+                "compiles": s.compiles,  # what the compile rate counts (types.Scored.compiles)
+                "placeholder": s.placeholder,
             }
         )
     return records

@@ -99,7 +99,7 @@ def score_metrics(scored: list[Scored]) -> dict[str, float]:
     return {
         "avg_reward": _mean(rewards),
         "reward_std": statistics.pstdev(rewards) if len(rewards) > 1 else 0.0,
-        "compile_success_rate": sum(s.rust.compiled for s in scored) / n,
+        "compile_success_rate": sum(s.compiles for s in scored) / n,
         "parse_success_rate": sum(s.rust.parsed for s in scored) / n,
         "test_pass_rate": (
             sum(r.tests_passed for r in with_tests) / sum(r.tests_total for r in with_tests)
@@ -119,6 +119,8 @@ def score_metrics(scored: list[Scored]) -> dict[str, float]:
         "teacher_abstain_rate": (len(judged) - len(teacher_scores)) / len(judged)
         if judged
         else 0.0,
+        # Samples scored as no code because the task's functions are placeholders (rewards.py).
+        "placeholder_rate": sum(s.placeholder for s in scored) / n,
     }
 
 
@@ -225,6 +227,7 @@ def sample_record(step: int, s: Scored, advantage: float, process: int = 0) -> d
         "completion": s.sample.completion,
         "code": s.sample.code,
         "finished": s.sample.finished,
+        "placeholder": s.placeholder,
         "reward": s.reward,
         "advantage": advantage,
         "components": s.components,

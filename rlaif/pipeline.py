@@ -128,9 +128,7 @@ class Pipeline:
                             break
                         groups, dropped, made_by, times = batch
                         trained = time.perf_counter()
-                        row = await run.learn(
-                            iteration, groups, dropped, made_by, bool(self._ahead)
-                        )
+                        row = await run.learn(iteration, groups, dropped, made_by)
                         train_seconds = time.perf_counter() - trained
                         self.done = iteration
                         row.update(await run.periodic_eval(iteration))
@@ -158,13 +156,13 @@ class Pipeline:
 
         async def groups_of(tasks: list[Task]) -> Groups:
             """Replacement groups: generated now, waited for at once."""
-            batch = await run.generate(self._rollout, tasks, bool(self._ahead))
+            batch = await run.generate(self._rollout, tasks)
             return await self._collect(batch, len(tasks), times, made_by)
 
         with self.stop.cancellable():
             while self.schedule.may_generate(self._next, self.done):
                 tasks = run.sampler.next(n_tasks)
-                batch = await run.generate(self._rollout, tasks, bool(self._ahead))
+                batch = await run.generate(self._rollout, tasks)
                 self._ahead.append(batch)
                 self._next += 1
             batch = self._ahead.popleft()

@@ -34,6 +34,15 @@ Likewise `compile` pays only for code that also builds with the task's tests
 (`RustResult.compiles_as_solution`): the same run's training samples included replies that
 restated the task's struct and stopped, which type-check but leave out the work.
 
+Placeholder answers score as no code at all. A body that is only `todo!()` compiles and, with one
+unused parameter, scored 8 + 10 + 5 - 0.5 - 3 + 1 = 20.5: 14 points above any reply that does not
+compile (at most 6: parse 8 and one error -2) and only 4.5 below an honest compiling attempt that
+fails its tests (25), so the cheapest step up for a student was to stop trying. A task function
+whose body is a panicking macro, or never reads its parameters (`Some(50)`, `vec![]`,
+`Default::default()`), earns no compile credit: `rust_ast.placeholder_answer` decides it on the
+syntax tree, for the functions the task's prompt names (scoring.py), and the sample scores
+`per_error x max_errors` (-20), no more than any reply that does not compile.
+
 The quality floor (the seed had none) keeps a working answer with many unwraps above any answer
 that fails to compile. Code refused before compiling (a compile-time file read) scores as no code
 at all.
@@ -58,12 +67,14 @@ def reward_terms(
     has_code: bool,
     w: RewardsConfig,
     ast: AstMetrics | None = None,
+    placeholder: bool = False,
 ) -> tuple[dict[str, float], dict[str, float]]:
     """(components, sources): each weighted term, and each judge's sum of terms.
 
     Without `ast` the syntax-tree terms are left out (not zero): callers that have the metrics
-    pass them (scoring.py does).
+    pass them (scoring.py does). A `placeholder` answer (module docstring) scores as no code.
     """
+    has_code = has_code and not placeholder
     components = _rust_terms(rust, has_code, w)
     if ast is not None:
         components.update(ast_terms(rust, ast, has_code, w))

@@ -6,13 +6,16 @@ owns, so scoring outlives the call that generated it: the pipeline generates the
 this one's rustc jobs and teacher calls are still running, and waits on `Batch.wait` only when it
 needs the rewards.
 
-CPU threads are chosen per call (`ThreadPolicy`): torch slows down badly when another busy process
-wants the same cores (REFERENCE.md, measured on a 2-core machine: 2 torch threads went from 0.9 s to
-7.9 s per step beside one busy process, while 1 thread stayed at 1.1 s). So a generation or update
-that runs beside scoring gets the cores rustc leaves free, one that runs alone gets every core.
-Which it is follows from the schedule (a batch generated ahead and not yet collected is being
-scored), not from a measurement at the moment, so the thread counts, and with them the floating-
-point sums, are the same in every run with the same config.
+CPU threads follow the CPU work in flight (`ThreadPolicy`). torch slows down badly when another
+busy process wants the same cores (REFERENCE.md, measured on a 2-core machine: 2 torch threads
+went from 0.9 s to 7.9 s per step beside one busy process, while 1 thread stayed at 1.1 s). So
+before every forward pass of generation (each decoded token) and before every micro-batch of the
+update, torch gets the cores that the rustc and test processes running at that moment leave
+free, and every core when none runs. Teacher calls waiting on the network take no core, so a
+step whose scoring is mostly waiting on the teacher keeps both cores busy with generation.
+
+The price: the thread count now depends on timing, and so do the low bits of floating-point
+sums; a run that must repeat bit for bit sets `pipeline.torch_threads` (a fixed count).
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ import torch
 from anyio.abc import TaskGroup
 
 from .config import Config
-from .rust import cpu_count, default_concurrency
+from .rust import cpu_count
 from .scoring import Scorer
 from .student import Generator
 from .types import Sample, Scored, Task
@@ -36,34 +39,67 @@ from .types import Sample, Scored, Task
 T = TypeVar("T")
 
 
-@dataclass(frozen=True)
 class ThreadPolicy:
-    """torch's thread count while rustc jobs run beside it, and while it runs alone."""
+    """torch's thread count, re-decided before each forward pass from the CPU jobs running now.
 
-    beside_rustc: int
-    alone: int
+    `busy` says how many CPU-bound jobs (rustc, test binaries) are running at this moment; torch
+    gets `cores - busy` threads (at least 1), or `fixed` threads when that is set. `use` is
+    called from the worker thread that runs torch (the count is per thread) and tallies what it
+    chose, per stage, so metrics can report the mean threads generation and the update used.
+    """
+
+    def __init__(self, cores: int, busy: Callable[[], int] = lambda: 0, fixed: int = 0):
+        self.cores = max(1, cores)
+        self.busy = busy
+        self.fixed = min(fixed, self.cores) if fixed else 0
+        self._tally: dict[str, list[float]] = {}  # stage -> [sum of threads, decisions]
 
     @classmethod
-    def for_config(cls, config: Config, processes: int = 1) -> ThreadPolicy:
-        cores = max(1, cpu_count() // processes)  # processes on this machine share its cores
-        rust_jobs = default_concurrency(config.rust)
-        beside = config.pipeline.torch_threads or max(1, cores - rust_jobs)
-        return cls(beside_rustc=min(beside, cores), alone=cores)
+    def for_config(
+        cls, config: Config, busy: Callable[[], int] = lambda: 0, processes: int = 1
+    ) -> ThreadPolicy:
+        """`processes` on this machine share its cores (`accelerate launch`)."""
+        cores = max(1, cpu_count() // processes)
+        return cls(cores, busy, config.pipeline.torch_threads)
 
-    def pick(self, beside_scoring: bool) -> int:
-        return self.beside_rustc if beside_scoring else self.alone
+    def threads(self) -> int:
+        """What torch should use now."""
+        if self.fixed:
+            return self.fixed
+        return max(1, self.cores - self.busy())
+
+    def use(self, stage: str) -> None:
+        """Set this thread's torch thread count for the next forward pass of `stage`."""
+        threads = self.threads()
+        if torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
+        tally = self._tally.setdefault(stage, [0.0, 0])
+        tally[0] += threads
+        tally[1] += 1
+
+    def hook(self, stage: str) -> Callable[[], None]:
+        """`use(stage)` as a callable, for the loops that decide before each pass."""
+        return lambda: self.use(stage)
+
+    def mean(self, stage: str) -> float | None:
+        """Mean threads `stage` used since the last call (None: it did not run); resets it."""
+        total, decisions = self._tally.pop(stage, (0.0, 0))
+        return total / decisions if decisions else None
 
 
-async def in_torch_thread(threads: int, fn: Callable[..., T], *args) -> T:
-    """Run `fn(*args)` in a worker thread with `threads` torch CPU threads.
+async def in_torch_thread(
+    threads: ThreadPolicy, stage: str, fn: Callable[..., T], *args, **kwargs
+) -> T:
+    """Run `fn(*args, **kwargs)` in a worker thread whose torch threads follow `threads`.
 
     The count is set inside the worker: torch applies it per thread, so setting it on the event
-    loop's thread would not reach a worker that has already run torch code.
+    loop's thread would not reach a worker that has already run torch code. `fn` may re-decide
+    it before each forward pass through `threads.hook(stage)`.
     """
 
     def call() -> T:
-        torch.set_num_threads(threads)
-        return fn(*args)
+        threads.use(stage)
+        return fn(*args, **kwargs)
 
     return await anyio.to_thread.run_sync(call)
 
@@ -127,22 +163,21 @@ class Rollout:
         self.batch_size = batch_size
         self.scoring = scoring
 
-    async def generate(
-        self, tasks: list[Task], group_size: int, version: int, beside_scoring: bool = False
-    ) -> Batch:
-        """Generate `group_size` samples per task; returns once generated, scoring still running.
-
-        `beside_scoring`: another batch is being scored meanwhile (see `ThreadPolicy`)."""
+    async def generate(self, tasks: list[Task], group_size: int, version: int) -> Batch:
+        """Generate `group_size` samples per task; returns once generated, scoring still running."""
         batch = Batch(tasks, group_size, version)
         per_call = max(1, self.batch_size // group_size)
         for first in range(0, len(tasks), per_call):
             chunk = tasks[first : first + per_call]
-            # Later chunks run beside this batch's own scoring, so they leave rustc its cores.
-            more = first + per_call < len(tasks)
-            threads = self.threads.pick(beside_scoring or more)
             started = time.perf_counter()
             groups = await in_torch_thread(
-                threads, self.generator.generate, chunk, group_size, version
+                self.threads,
+                "gen",
+                self.generator.generate,
+                chunk,
+                group_size,
+                version,
+                before_step=self.threads.hook("gen"),
             )
             batch.gen_seconds += time.perf_counter() - started
             for offset, group in enumerate(groups):

@@ -34,6 +34,7 @@ from .checkpoint import (
 from .config import Config
 from .curriculum import CurriculumSampler, sample_success
 from .metrics import RunLogger, score_metrics
+from .precision import pick_autocast
 from .rollout import Batch, Rollout, ThreadPolicy, in_torch_thread
 from .rust import RustJudge, Toolchain, default_concurrency, rust_cache
 from .scoring import Scorer
@@ -88,7 +89,6 @@ class Run:
         acc = accelerator or make_accelerator(pick_device(config.student.device))
         self.accelerator = acc
         self.is_main = acc.is_main_process
-        self.threads = ThreadPolicy.for_config(config, local_processes(acc.num_processes))
         rust_jobs = default_concurrency(config.rust)
 
         # Seeded per process, so processes do not draw the same random numbers for sampling.
@@ -97,8 +97,14 @@ class Run:
         dtype = pick_dtype(config.student.dtype, device)
         model, self.tokenizer = load_student(config.student, device, dtype)
         self.trainer = Trainer(model, config, acc)
-        self.generator = Generator(self.trainer.policy, self.tokenizer, config.student)
+        self.generator = Generator(
+            self.trainer.policy, self.tokenizer, config.student, precision=self.trainer.autocast
+        )
         judge = RustJudge(toolchain, config.rust, rust_jobs, rust_cache(config.cache))
+        # torch's threads follow the rustc jobs running at each moment (rollout.ThreadPolicy).
+        self.threads = ThreadPolicy.for_config(
+            config, judge.running, local_processes(acc.num_processes)
+        )
         self.scorer = Scorer(judge, teacher, config.rewards)
         # Every process holds the same sampler and feeds it the same gathered results, so all
         # of them draw the same tasks each step.
@@ -110,10 +116,16 @@ class Run:
         )
         self.eval_tasks = (eval_tasks or [])[: config.eval.max_tasks or None]
         params = sum(p.numel() for p in model.parameters())
+        compute = pick_autocast(config.student.autocast, device)
+        threads = (
+            f"{self.threads.fixed} (pipeline.torch_threads)"
+            if self.threads.fixed
+            else f"{self.threads.cores} less the rustc jobs running"
+        )
         console.print(
-            f"student: {config.student.model} ({params / 1e6:.1f}M params, {dtype}, "
-            f"{self.trainer.accelerator.device}); rustc jobs: {rust_jobs}; torch threads: "
-            f"{self.threads.beside_rustc} beside rustc, {self.threads.alone} alone"
+            f"student: {config.student.model} ({params / 1e6:.1f}M params, {dtype} weights, "
+            f"{'bf16 autocast' if compute else 'no autocast'}, {self.trainer.accelerator.device}); "
+            f"rustc jobs: {rust_jobs}; torch threads: {threads}"
             + (f"; processes: {acc.num_processes}" if acc.num_processes > 1 else "")
         )
 
@@ -127,13 +139,11 @@ class Run:
             scoring,
         )
 
-    async def generate(self, rollout: Rollout, tasks: list[Task], beside_scoring: bool) -> Batch:
-        """Generate this process's share of `tasks` with the current weights; scoring goes on.
-
-        `beside_scoring`: an earlier batch is still being scored (see `rollout.ThreadPolicy`)."""
+    async def generate(self, rollout: Rollout, tasks: list[Task]) -> Batch:
+        """Generate this process's share of `tasks` with the current weights; scoring goes on."""
         mine, _ = process_share(tasks, self.accelerator)
         g = self.config.trainer.samples_per_prompt
-        return await rollout.generate(mine, g, self.version, beside_scoring)
+        return await rollout.generate(mine, g, self.version)
 
     async def collect(self, batch: Batch, n_tasks: int) -> tuple[Groups, list[int]]:
         """Every process's scored groups of one step (all `n_tasks`, in task order) and the
@@ -159,7 +169,6 @@ class Run:
         groups: Groups,
         dropped: Groups,
         made_by: list[int],
-        beside_scoring: bool,
     ) -> dict[str, float]:
         """Feed the curriculum, whiten, update on this process's share, log the samples.
 
@@ -191,14 +200,18 @@ class Run:
         staleness = [self.version - s.sample.policy_version for s in scored]
 
         stats = await in_torch_thread(
-            self.threads.pick(beside_scoring),
+            self.threads,
+            "train",
             self.trainer.update,
             [s.sample for s in local],
             local_adv,
+            before_micro_batch=self.threads.hook("train"),
         )
         row = {"iteration": iteration, **score_metrics(scored), **stats}
         row.update(self.sampler.metrics(), curriculum_replaced=len(dropped))
         row.update(
+            gen_threads_mean=self.threads.mean("gen"),
+            train_threads_mean=self.threads.mean("train"),
             frac_zero_std=zero_std.float().mean().item(),
             staleness_mean=sum(staleness) / len(staleness),
             staleness_max=float(max(staleness)),

@@ -167,6 +167,11 @@ class RustJudge:
         self._in_flight = InFlight()  # identical jobs at once run once
         self._bin_dir = str(Path(toolchain.rustc).parent)
 
+    def running(self) -> int:
+        """Jobs running now (rustc, clippy or a test binary in the sandbox): the CPU they take is
+        what torch's thread count leaves them (`rollout.ThreadPolicy`)."""
+        return int(self.limiter.borrowed_tokens)
+
     def cache_key_for(self, code: str, tests: str, harness: str) -> str:
         """Everything that can change a result: toolchain, flags, limits, harness, code, tests."""
         c = self.config

@@ -17,12 +17,22 @@ Definitions, each chosen to be exact on crafted snippets (tests/test_rust_ast.py
   (an `else if` continues its chain rather than nesting).
 - method chain: two or more method calls in a row (`a.iter().map(f)`), counted once per chain.
 - lines of code: lines holding at least one token that is not a comment.
+- placeholder body (`is_placeholder`): a body that does no work for any input, so that compiling
+  it earns nothing (rewards.py). Either (a) its statements are nothing but `todo!`,
+  `unimplemented!`, `unreachable!` or `panic!` calls, or (b) the function takes parameters
+  (`self` included) and the body never reads one: a literal, `Some(50)`, `vec![]`,
+  `Default::default()`, ... whatever it computes is the same for every input. `let _ = x;`,
+  `_ = x;` and `drop(x);` discard `x` rather than read it. A function without parameters may
+  return a constant (`fn pi() -> f64 { 3.14 }`), and a method of a trait impl may ignore `self`
+  (`fn sides(&self) -> u32 { 4 }` for a square): `self` is not counted among its parameters.
+  Not covered: a body that reads its input and throws it away (`x * 0`), which rustc does not
+  flag either.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 
 import tree_sitter
@@ -53,6 +63,13 @@ DESTRUCTURING = frozenset(
     {"tuple_pattern", "struct_pattern", "tuple_struct_pattern", "slice_pattern"}
 )
 COMMENTS = frozenset({"line_comment", "block_comment"})
+# Subtrees where a parameter's name cannot be read: a path names an item, never a local.
+_NOT_READS = frozenset({"function_item", "scoped_identifier", "scoped_type_identifier"})
+# What a discarded value may be made of to count as no work: names, borrows of them, tuples.
+_BARE = frozenset(
+    {"identifier", "self", "tuple_expression", "reference_expression", "arguments"}
+    | {"(", ")", ",", "&", "mutable_specifier", "mut"}
+)
 
 
 @dataclass(frozen=True)
@@ -82,6 +99,8 @@ class AstMetrics:
     complexity: int  # the largest cyclomatic complexity of a function
     nesting_depth: int
     lines_of_code: int
+    fn_names: tuple[str, ...] = ()  # every function with a body, in order (nested ones too)
+    placeholder_fns: tuple[str, ...] = ()  # the names of those with a placeholder body
 
     @property
     def panics(self) -> int:
@@ -122,6 +141,7 @@ def rust_metrics(code: str) -> AstMetrics:
     documented = documentable = 0
     code_lines: set[int] = set()
     functions = []
+    trait_methods: set[int] = set()  # start bytes of the functions of `impl Trait for T` blocks
     # Comment subtrees are not descended into: nothing counted lives there, and a leaf inside a
     # comment is no line of code.
     for node in _walk(root, prune=COMMENTS):
@@ -130,6 +150,10 @@ def rust_metrics(code: str) -> AstMetrics:
             counts[kind] += 1
         if kind == "function_item":
             functions.append(node)
+        elif kind == "impl_item" and node.child_by_field_name("trait") is not None:
+            body = node.child_by_field_name("body")
+            items = body.children if body is not None else []
+            trait_methods.update(c.start_byte for c in items if c.type == "function_item")
         if kind in COMMENTS:
             continue
         if node.child_count == 0 and node.end_byte > node.start_byte:
@@ -177,7 +201,132 @@ def rust_metrics(code: str) -> AstMetrics:
         complexity=max((_cyclomatic(f) for f in functions), default=1),
         nesting_depth=_nesting(root),
         lines_of_code=len(code_lines),
+        fn_names=tuple(_text(f.child_by_field_name("name")) or "" for f in functions),
+        placeholder_fns=tuple(
+            _text(f.child_by_field_name("name")) or ""
+            for f in functions
+            if is_placeholder(f, trait_method=f.start_byte in trait_methods)
+        ),
     )
+
+
+def placeholder_answer(m: AstMetrics, declared: Collection[str]) -> bool:
+    """Whether code with metrics `m` is a placeholder answer to a task that asks for the
+    functions named `declared`: one of them has a placeholder body. When the code defines none
+    of them (a trait's `fmt` or `add`, which prompts seldom spell out as `fn fmt`), every
+    function it defines counts as asked for.
+
+    One placeholder among several asked-for functions is enough: a reply earns compile credit
+    only by attempting every function the task names.
+    """
+    asked = [name for name in m.fn_names if name in declared] or m.fn_names
+    return any(name in m.placeholder_fns for name in asked)
+
+
+def is_placeholder(function: tree_sitter.Node, trait_method: bool = False) -> bool:
+    """Whether a `function_item`'s body is a placeholder (module docstring). A `trait_method`
+    (of an `impl Trait for T` block) may ignore `self`: `fn sides(&self) -> u32 { 4 }`."""
+    body = function.child_by_field_name("body")
+    if body is None:
+        return False
+    statements = [c for c in body.named_children if c.type not in COMMENTS and not _is_discard(c)]
+    if statements and all(_is_panic_macro(s) for s in statements):
+        return True
+    parameters = function.child_by_field_name("parameters")
+    bound = [
+        c
+        for c in (parameters.named_children if parameters is not None else [])
+        if c.type in ("parameter", "self_parameter")
+    ]
+    names = {"self"}
+    for parameter in bound:
+        pattern = parameter.child_by_field_name("pattern")
+        if pattern is not None:
+            names.update(_text(n) for n in _walk(pattern) if n.type == "identifier")
+    is_self = ("self_parameter", "self")
+    inputs = [c for c in bound if not (trait_method and _pattern_type(c) in is_self)]
+    return bool(inputs) and not _reads(body, names)
+
+
+def _pattern_type(parameter: tree_sitter.Node) -> str:
+    """The parameter's own type for `&self` (a `self_parameter`), else its pattern's: `self`
+    for `self: &Self`, `identifier` for `x: T`."""
+    pattern = parameter.child_by_field_name("pattern")
+    return parameter.type if pattern is None else pattern.type
+
+
+def _is_discard(node: tree_sitter.Node) -> bool:
+    """`let _ = x;`, `_ = x;` or `drop(x);` of bare names (`x`, `&x`, `(x, y)`): they silence
+    rustc's unused-variable warning, and read `x` for no work."""
+    if node.type == "expression_statement" and node.named_child_count == 1:
+        node = node.named_children[0]
+    if node.type == "let_declaration":
+        target, value = node.child_by_field_name("pattern"), node.child_by_field_name("value")
+    elif node.type == "assignment_expression":
+        target, value = node.child_by_field_name("left"), node.child_by_field_name("right")
+    elif node.type == "call_expression" and _text(node.child_by_field_name("function")) == "drop":
+        target, value = node, node.child_by_field_name("arguments")
+    else:
+        return False
+    discarded = target is node or _text(target) == "_"
+    return discarded and value is not None and all(n.type in _BARE for n in _walk(value))
+
+
+def _is_panic_macro(node: tree_sitter.Node) -> bool:
+    if node.type == "expression_statement" and node.named_child_count == 1:
+        node = node.named_children[0]
+    return (
+        node.type == "macro_invocation" and _text(node.child_by_field_name("macro")) in PANIC_MACROS
+    )
+
+
+def _reads(body: tree_sitter.Node, names: set[str]) -> bool:
+    """Whether `body` reads one of `names` (a parameter or `self`), also inside a macro's tokens
+    and its format strings (`{x}`). Paths (`Default::default`), macro names and method names
+    are not reads; nested functions cannot see the parameters, and discards (`let _ = x;`) do
+    no work, so both are skipped."""
+    stack = [body]
+    while stack:
+        node = stack.pop()
+        kind = node.type
+        if kind in _NOT_READS or _is_discard(node):
+            continue
+        if kind in ("identifier", "self") and _text(node) in names:
+            return True
+        if kind == "macro_invocation":
+            stack.extend(c for c in node.children if c.type == "token_tree")
+        elif kind == "token_tree":
+            # Unparsed tokens: `a::b`, `m!` and `.name` are paths, macros and methods, and a
+            # string may be a format string that captures a name.
+            tokens = node.children
+            if any(
+                _format_args(_text(t) or "") & names for t in tokens if t.type == "string_literal"
+            ):
+                return True
+            stack.extend(
+                token
+                for i, token in enumerate(tokens)
+                if not (
+                    token.type == "identifier"
+                    and (
+                        (i > 0 and tokens[i - 1].type in ("::", "."))
+                        or (i + 1 < len(tokens) and tokens[i + 1].type in ("::", "!"))
+                    )
+                )
+            )
+        else:
+            stack.extend(node.children)
+    return False
+
+
+def _format_args(text: str) -> set[str]:
+    """Names captured by a format string: `{x}`, `{x:?}`, `{x:>5}` (not `{}`, `{0}`, `{{`)."""
+    found = set()
+    for piece in text.replace("{{", "").split("{")[1:]:
+        name = piece.split("}")[0].split(":")[0].strip()
+        if name.isidentifier():
+            found.add(name)
+    return found
 
 
 def _walk(

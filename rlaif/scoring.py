@@ -3,7 +3,9 @@
 The teacher sees what rustc said about the sample, so a sample's two judges run one after the
 other; samples run side by side, bounded by the judges' own limiters (`RustJudge.limiter`,
 `Teacher.limiter`). The syntax-tree metrics (`rust_ast.rust_metrics`, pure and ~1 ms) are
-computed in line for every sample with code.
+computed in line for every sample with code, and decide whether the sample is a placeholder
+answer (`rust_ast.placeholder_answer` for the functions `declared_functions` finds in the task),
+which rewards.py scores as no code and which is not sent to the teacher.
 
 Code that does not compile is not sent to the teacher by default (`teacher.only_compiled`): the
 compiler has judged it, and its rust terms already carry that verdict. Such a sample gets no
@@ -17,15 +19,28 @@ source is NaN in the pipeline's reward tensor; the explicit NaN keeps samples.js
 
 from __future__ import annotations
 
+import re
+
 import anyio
 
 from .config import RewardsConfig
 from .metrics import Gauge
 from .rewards import TEACHER_OFF, reward_terms
 from .rust import RustJudge
-from .rust_ast import rust_metrics
+from .rust_ast import placeholder_answer, rust_metrics
 from .teacher import NOT_COMPILED, Teacher
-from .types import Judgement, Sample, Scored
+from .types import Judgement, Sample, Scored, Task
+
+_FN_NAME = re.compile(r"\bfn\s+([A-Za-z_]\w*)")
+
+
+def declared_functions(task: Task) -> frozenset[str]:
+    """The functions a task asks for: its `entry_point` (MultiPL-E), else every `fn name` its
+    prompt writes out (datacheck.py makes sure the prompt gives each free function's
+    signature)."""
+    if task.entry_point:
+        return frozenset({task.entry_point})
+    return frozenset(_FN_NAME.findall(task.prompt))
 
 
 class Scorer:
@@ -41,8 +56,12 @@ class Scorer:
         with self.rust_jobs.track():
             rust = await self.rust.judge(sample.code, sample.task.tests, sample.task.harness)
         ast = rust_metrics(sample.code)  # for code-less samples too: every sample has every term
+        placeholder = bool(sample.code) and placeholder_answer(ast, declared_functions(sample.task))
         if self.teacher is None:
             judgement = Judgement(abstained=TEACHER_OFF)
+        elif placeholder:
+            # Scored as no code, and so, like code that does not compile, not worth a call.
+            judgement = Judgement(abstained=NOT_COMPILED, reason="placeholder body")
         elif self.teacher.only_compiled and not rust.compiled:
             judgement = Judgement(abstained=NOT_COMPILED)
         else:
@@ -50,8 +69,10 @@ class Scorer:
                 judgement = await self.teacher.judge(
                     sample.task, sample.code, rust, sample.finished
                 )
-        components, sources = reward_terms(rust, judgement, bool(sample.code), self.weights, ast)
-        return Scored(sample, rust, judgement, components, sources, ast)
+        components, sources = reward_terms(
+            rust, judgement, bool(sample.code), self.weights, ast, placeholder
+        )
+        return Scored(sample, rust, judgement, components, sources, ast, placeholder)
 
     def in_flight(self) -> dict[str, float]:
         """Per-window metrics of both gauges: mean and peak of jobs and calls in flight."""

@@ -61,7 +61,7 @@ def task_values(records: Iterable[Mapping], ks: Iterable[int]) -> PerTask:
         row = {
             "mean_reward": (sum(rewards), float(len(rewards))),
             "parse_rate": (float(sum(bool(r["parsed"]) for r in samples)), float(n)),
-            "compile_rate": (float(sum(bool(r["compiled"]) for r in samples)), float(n)),
+            "compile_rate": (float(sum(_compiles(r) for r in samples)), float(n)),
             "test_pass_rate": (
                 float(sum(r["tests_passed"] for r in samples)),
                 float(sum(r["tests_total"] for r in samples)),
@@ -71,6 +71,12 @@ def task_values(records: Iterable[Mapping], ks: Iterable[int]) -> PerTask:
             row[f"pass@{k}"] = (pass_at_k(n, passed, k), 1.0)
         values[task] = row
     return values
+
+
+def _compiles(record: Mapping) -> bool:
+    """`types.Scored.compiles` as eval records store it; records written before that field
+    existed count rustc's type check alone."""
+    return bool(record.get("compiles", record["compiled"]))
 
 
 def _all_passed(record: Mapping) -> bool:

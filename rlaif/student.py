@@ -9,20 +9,15 @@ thread.
 
 from __future__ import annotations
 
+import contextlib
+import inspect
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from transformers import (
-    AutoModelForCausalLM,
-    AutoTokenizer,
-    LogitsProcessor,
-    LogitsProcessorList,
-    StoppingCriteria,
-    StoppingCriteriaList,
-)
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from .config import StudentConfig
 from .extract import code_for_task
@@ -53,11 +48,15 @@ def pick_device(requested: str) -> torch.device:
 
 
 def pick_dtype(requested: str, device: torch.device) -> torch.dtype:
-    """`auto`: bf16 on CUDA; fp32 on MPS (fp16 training there overflows) and on CPU."""
+    """The dtype the weights are held in. `auto`: float32 on every device.
+
+    The weights are the optimizer's master copy: at a learning rate of 5e-6 most updates to a
+    bf16 weight round away to nothing (bf16 keeps 8 bits of mantissa, so a weight moves only
+    when the step exceeds about 1/256 of its size). Speed comes from computing under autocast
+    instead (`pick_autocast`), which keeps fp32 weights and optimizer state.
+    """
     if requested != "auto":
         return getattr(torch, requested)
-    if device.type == "cuda" and torch.cuda.is_bf16_supported():
-        return torch.bfloat16
     return torch.float32
 
 
@@ -130,52 +129,105 @@ def prompt_text(task: Task, tokenizer, config: StudentConfig) -> str:
 
 
 def encode_prompt(text: str, tokenizer) -> list[int]:
-    """Token ids of a prompt; a chat template already carries any BOS it needs."""
-    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-    if tokenizer.bos_token_id is not None and not text.startswith(tokenizer.bos_token or "\0"):
-        ids = [tokenizer.bos_token_id, *ids]
-    return ids
+    """Token ids of a prompt, with a BOS only where the tokenizer itself adds one.
 
-
-class _SampledLogprobs(LogitsProcessor):
-    """Records log p(token) of each sampled token at temperature T, as sampling goes.
-
-    A processor sees step t's logits before sampling and step t+1's input (which ends with the
-    token sampled at t), so it gathers one step late; `finish` gathers the last step. It runs
-    before generate's own temperature warper, so it applies T itself.
+    A chat template already carries any BOS it needs. Qwen's tokenizer adds none (its official
+    config has no BOS at all), and a GGUF-loaded one still names `<|endoftext|>` as its BOS
+    while adding none: prepending it would show the model a token it never saw in front of a
+    prompt. So the tokenizer's own behaviour (what it puts in front of text) decides.
     """
-
-    def __init__(self, temperature: float):
-        self.temperature = temperature
-        self.pending: torch.Tensor | None = None  # [N, V] log-softmax of the last step
-        self.recorded: list[torch.Tensor] = []  # each [N]
-
-    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-        if self.pending is not None:
-            self.recorded.append(self.pending.gather(1, input_ids[:, -1:]).squeeze(1))
-        self.pending = torch.log_softmax(scores.float() / self.temperature, dim=-1)
-        return scores
-
-    def finish(self, generated: torch.Tensor) -> torch.Tensor:
-        """[N, T] log-probs aligned with `generated` ([N, T] sampled tokens)."""
-        steps = generated.shape[1]
-        if self.pending is not None and len(self.recorded) < steps:
-            last = generated[:, len(self.recorded) : len(self.recorded) + 1]
-            self.recorded.append(self.pending.gather(1, last).squeeze(1))
-        return torch.stack(self.recorded[:steps], dim=1)
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    bos = tokenizer.bos_token_id
+    if bos is None or (tokenizer.bos_token and text.startswith(tokenizer.bos_token)):
+        return ids
+    # What the tokenizer puts in front of a plain "a" (an empty string would also show an EOS
+    # that some tokenizers append, which may share the BOS's id).
+    with_specials = tokenizer("a", add_special_tokens=True)["input_ids"]
+    plain = tokenizer("a", add_special_tokens=False)["input_ids"]
+    adds_bos = with_specials[:1] == [bos] and plain[:1] != [bos]
+    return [bos, *ids] if adds_bos else ids
 
 
-class _StopWhen(StoppingCriteria):
-    """Ends every sequence at the next token once `stop()` says so (a run that was asked to stop
-    drops the batch, so it need not wait for a long generation to finish)."""
+def sample_tokens(
+    model: torch.nn.Module,
+    input_ids: torch.Tensor,
+    attention: torch.Tensor,
+    *,
+    max_new_tokens: int,
+    temperature: float,
+    top_p: float,
+    eos_ids: list[int],
+    pad_id: int,
+    before_step: Callable[[], None] | None = None,
+    stop: Callable[[], bool] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sample up to `max_new_tokens` tokens per row of a left-padded batch.
 
-    def __init__(self, stop: Callable[[], bool]):
-        self.stop = stop
-
-    def __call__(self, input_ids: torch.LongTensor, scores, **kwargs) -> torch.BoolTensor:
-        return torch.full(
-            (input_ids.shape[0],), self.stop(), dtype=torch.bool, device=input_ids.device
+    Returns ([N, T] tokens, [N, T] log p of each at temperature T); rows that ended (EOS) are
+    padded with `pad_id` after their EOS. The loop is ours rather than `model.generate` for
+    three reasons:
+    - the distribution sampled is exactly softmax(logits / T) (cut to the nucleus when
+      `top_p < 1`): nothing is inherited from the model's `generation_config` (hub Qwen instruct
+      models ship repetition_penalty, top_k and top_p there), so the recorded log-probs are
+      those the trainer recomputes;
+    - `before_step` runs before every forward pass, in this thread, so the caller can re-decide
+      torch's thread count between decode steps (`rollout.ThreadPolicy`);
+    - `stop` is polled after every token: a run that is stopping drops the batch at once.
+    """
+    n = input_ids.shape[0]
+    device = input_ids.device
+    positions = (attention.cumsum(-1) - 1).clamp(min=0)  # [N, P]: left padding shifts nothing
+    eos = torch.tensor(eos_ids, device=device)
+    ended = torch.zeros(n, dtype=torch.bool, device=device)  # [N]
+    tokens, logprobs = [], []
+    cache, cache_arg = None, _cache_argument(model)
+    step_ids, step_positions = input_ids, positions
+    for _ in range(max_new_tokens):
+        if before_step is not None:
+            before_step()
+        out = model(
+            input_ids=step_ids,
+            attention_mask=attention,
+            position_ids=step_positions,
+            use_cache=True,
+            logits_to_keep=1,  # the LM head over the whole prompt would be wasted work
+            **{cache_arg: cache},
         )
+        cache = out.past_key_values
+        logp = torch.log_softmax(out.logits[:, -1].float() / temperature, dim=-1)  # [N, V]
+        probs = _nucleus(logp.exp(), top_p)  # [N, V]
+        token = torch.multinomial(probs, 1).squeeze(1)  # [N]
+        token = torch.where(ended, torch.full_like(token, pad_id), token)
+        tokens.append(token)
+        logprobs.append(logp.gather(1, token.unsqueeze(1)).squeeze(1))  # [N]
+        ended |= torch.isin(token, eos)
+        if bool(ended.all()) or (stop is not None and stop()):
+            break
+        step_ids = token.unsqueeze(1)  # [N, 1]
+        step_positions = step_positions[:, -1:] + 1  # [N, 1]
+        attention = torch.cat([attention, attention.new_ones(n, 1)], dim=1)  # [N, P + t]
+    if not tokens:
+        empty = input_ids.new_zeros(n, 0)
+        return empty, empty.float()
+    return torch.stack(tokens, dim=1), torch.stack(logprobs, dim=1)
+
+
+def _cache_argument(model: torch.nn.Module) -> str:
+    """The forward argument that takes the KV cache: `cache` from transformers 5.x (which warns
+    on the old name), `past_key_values` before. A peft wrapper forwards either."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
+
+
+def _nucleus(probs: torch.Tensor, top_p: float) -> torch.Tensor:
+    """`probs` ([N, V]) with everything outside the smallest set of mass >= top_p zeroed (the
+    most likely token always stays). top_p = 1 returns `probs` unchanged."""
+    if top_p >= 1.0:
+        return probs
+    ordered, order = probs.sort(dim=-1, descending=True)  # [N, V]
+    before = ordered.cumsum(-1) - ordered  # mass of the tokens ranked above each one
+    ordered = ordered.masked_fill(before >= top_p, 0.0)
+    return torch.zeros_like(probs).scatter(-1, order, ordered)
 
 
 @dataclass
@@ -183,19 +235,29 @@ class Generator:
     """Samples completions with a fixed model and tokenizer; one call per chunk of tasks.
 
     `stop_requested`, when given, is polled after every token: once it returns True the call
-    returns early with cut-short samples, which the caller must drop.
+    returns early with cut-short samples, which the caller must drop. `precision` is the autocast
+    context forward passes run under (`autocast_context`); one context spans the whole call, so
+    fp32 weights are cast to bf16 once per call, not once per token (autocast caches the casts
+    of trainable weights until its outermost context exits).
     """
 
     model: torch.nn.Module
     tokenizer: object
     config: StudentConfig
     stop_requested: Callable[[], bool] | None = None
+    precision: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext
 
     @torch.no_grad()
     def generate(
-        self, tasks: list[Task], group_size: int, policy_version: int
+        self,
+        tasks: list[Task],
+        group_size: int,
+        policy_version: int,
+        before_step: Callable[[], None] | None = None,
     ) -> list[list[Sample]]:
-        """`group_size` samples for each task, in one batched call; one list per task."""
+        """`group_size` samples for each task, in one batched call; one list per task.
+
+        `before_step` runs before each forward pass (see `sample_tokens`)."""
         tok = self.tokenizer
         prompts = [encode_prompt(prompt_text(t, tok, self.config), tok) for t in tasks]
         rows = [ids for ids in prompts for _ in range(group_size)]
@@ -206,25 +268,21 @@ class Generator:
         attention = torch.tensor(
             [[0] * (width - len(r)) + [1] * len(r) for r in rows], device=device
         )
-        recorder = _SampledLogprobs(self.config.temperature)
-        output = self.model.generate(
-            input_ids=input_ids,
-            attention_mask=attention,
-            do_sample=True,
-            temperature=self.config.temperature,
-            top_p=self.config.top_p,
-            top_k=0,
-            max_new_tokens=self.config.max_new_tokens,
-            pad_token_id=pad,
-            eos_token_id=_eos_ids(self.model, tok),
-            logits_processor=LogitsProcessorList([recorder]),
-            stopping_criteria=StoppingCriteriaList(
-                [_StopWhen(self.stop_requested)] if self.stop_requested else []
-            ),
-        )
-        generated = output[:, width:]  # [N, T]
-        logprobs = recorder.finish(generated)  # [N, T]
-        eos = set(_eos_ids(self.model, tok))
+        eos_ids = _eos_ids(self.model, tok)
+        with self.precision():
+            generated, logprobs = sample_tokens(
+                self.model,
+                input_ids,
+                attention,
+                max_new_tokens=self.config.max_new_tokens,
+                temperature=self.config.temperature,
+                top_p=self.config.top_p,
+                eos_ids=eos_ids,
+                pad_id=pad,
+                before_step=before_step,
+                stop=self.stop_requested,
+            )  # [N, T] each
+        eos = set(eos_ids)
         groups: list[list[Sample]] = [[] for _ in tasks]
         for row in range(len(rows)):
             task_index, sample_index = divmod(row, group_size)

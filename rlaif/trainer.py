@@ -2,9 +2,12 @@
 
 The policy and its optimizer go through Accelerate (`prepare`, `backward`, `clip_grad_norm_`), so
 the same code runs on CPU, one GPU, Apple MPS, or several processes under `accelerate launch`
-(DDP: each process backpropagates its own samples and the gradients are averaged). Precision by
-device (`make_accelerator`): bf16 autocast on CUDA, fp32 on CPU, and fp32 on MPS as well, since
-fp16 autocast there overflows in the softmax without a loss scaler and bf16 needs macOS 14+.
+(DDP: each process backpropagates its own samples and the gradients are averaged).
+
+Precision: the weights and AdamW's state are fp32 on every device (`student.dtype: auto`), and
+forward passes compute under bf16 autocast where the hardware multiplies bf16 (CUDA, and CPUs
+with AMX or AVX512-BF16; `student.autocast`, `student.pick_autocast`). Log-softmax and the loss
+are taken in fp32. Training bf16 weights directly would lose most small updates to rounding.
 
 The reference is a frozen copy of the starting weights on the same device; with LoRA
 (`trainer.lora_r > 0`, through peft) it is the same model with its adapters disabled, so no
@@ -32,6 +35,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
+from collections.abc import Callable
 
 import torch
 from accelerate import Accelerator
@@ -40,17 +44,17 @@ from accelerate.utils import broadcast_object_list, gather_object
 from .algo import clipped_policy_loss, lr_factor, token_weights, truncated_is_weights
 from .config import Config, ConfigError
 from .kl_control import make_kl_controller
+from .precision import autocast_context, pick_autocast
 from .types import Sample
 
 
 def make_accelerator(device: torch.device) -> Accelerator:
-    """One Accelerator per process, with the precision policy of the module docstring.
-
-    `cpu=True` keeps it off a GPU the user did not ask for; under `accelerate launch` the
-    process's own device (cuda:<local rank>, or cpu) comes from the launcher.
-    """
-    bf16 = device.type == "cuda" and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-    return Accelerator(cpu=device.type == "cpu", mixed_precision="bf16" if bf16 else "no")
+    """One Accelerator per process. `cpu=True` keeps it off a GPU the user did not ask for; under
+    `accelerate launch` the process's own device (cuda:<local rank>, or cpu) comes from the
+    launcher. Mixed precision is ours (the trainer's autocast), not Accelerate's: Accelerate's
+    would wrap the model's forward, and generation through that wrapper would recast every
+    weight at every decoded token."""
+    return Accelerator(cpu=device.type == "cpu", mixed_precision="no")
 
 
 class Trainer:
@@ -69,6 +73,9 @@ class Trainer:
             [p for p in model.parameters() if p.requires_grad],
             lr=t.learning_rate,
             weight_decay=t.weight_decay,
+            # One fused kernel over all parameters (CPU and CUDA) instead of a Python loop of
+            # small ops per tensor; MPS keeps the default implementation.
+            fused=accelerator.device.type in ("cpu", "cuda") or None,
         )
         total = t.max_steps * t.epochs * t.minibatches
         # Not passed to `prepare`: Accelerate would step it once per process.
@@ -79,6 +86,8 @@ class Trainer:
         self.model, self.optimizer = accelerator.prepare(model, optimizer)
         self.model.eval()
         self.kl = make_kl_controller(config.kl)
+        device = accelerator.device
+        self.autocast = autocast_context(device, pick_autocast(config.student.autocast, device))
         self.version = 0  # updates applied so far; samples carry the version that made them
 
     @property
@@ -107,8 +116,16 @@ class Trainer:
         self.kl.load_state_dict(state["kl_controller"])
         self.version = int(state["version"])
 
-    def update(self, samples: list[Sample], advantages: list[float]) -> dict[str, float]:
+    def update(
+        self,
+        samples: list[Sample],
+        advantages: list[float],
+        before_micro_batch: Callable[[], None] | None = None,
+    ) -> dict[str, float]:
         """Train on this process's `samples`; returns statistics reduced over all processes.
+
+        `before_micro_batch` runs before each micro-batch's forward passes (the caller re-decides
+        torch's thread count there, `rollout.ThreadPolicy`).
 
         Token statistics (kl, ratio, entropy, ...) are means over every pass of the update, so
         with one epoch and one minibatch `kl` is the KL of the weights the update started from.
@@ -132,7 +149,9 @@ class Trainer:
                 perm = torch.randperm(len(samples), generator=order).tolist()
             for part in range(t.minibatches):
                 rows = perm[part :: t.minibatches]
-                s, m = self._accumulate(samples, advantages, anchors, is_weights, rows, beta)
+                s, m = self._accumulate(
+                    samples, advantages, anchors, is_weights, rows, beta, before_micro_batch
+                )
                 sums += s
                 maxes = torch.maximum(maxes, m)
                 grad_norms.append(self._clip_gradients())
@@ -197,7 +216,9 @@ class Trainer:
         t = self.config.trainer
         return t.epochs * t.minibatches == 1 and not (self.lora and t.lora_dropout > 0)
 
-    def _accumulate(self, samples, advantages, anchors, is_weights, rows, beta):
+    def _accumulate(
+        self, samples, advantages, anchors, is_weights, rows, beta, before_micro_batch=None
+    ):
         """Forward and backward over one minibatch (`rows`), micro-batch by micro-batch."""
         t, acc = self.config.trainer, self.accelerator
         local = torch.tensor(
@@ -209,6 +230,8 @@ class Trainer:
         size = t.micro_batch_size
         starts = list(range(0, len(rows), size))
         for k, start in enumerate(starts):
+            if before_micro_batch is not None:
+                before_micro_batch()
             idx = rows[start : start + size]
             chunk = [samples[r] for r in idx]
             chunk_anchors = None if anchors is None else [anchors[r] for r in idx]
@@ -301,7 +324,7 @@ class Trainer:
         # prompt would cost a fifth of a small model's forward pass for nothing.
         length = batch["input_ids"].shape[1]
         keep = length - int(batch["prompt_len"].min()) + 1
-        with self.accelerator.autocast():
+        with self.autocast():
             logits = model(
                 input_ids=batch["input_ids"],
                 attention_mask=batch["attention"],

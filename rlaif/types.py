@@ -121,6 +121,14 @@ class Scored:
     components: dict[str, float]  # reward term -> weighted value (NaN when its judge abstained)
     sources: dict[str, float]  # judge ("rust", "teacher") -> sum of its terms, NaN when unknown
     ast: Any = None  # rust_ast.AstMetrics of the code (scoring.Scorer always sets it)
+    placeholder: bool = False  # the task's functions have placeholder bodies: scored as no code
+
+    @property
+    def compiles(self) -> bool:
+        """The project's one meaning of "compiles", the one the reward pays for: it type-checks,
+        builds with the task's tests (`RustResult.compiles_as_solution`) and is not a
+        placeholder. Training metrics, the curriculum and evaluation all count this."""
+        return self.rust.compiles_as_solution and not self.placeholder
 
     @property
     def reward(self) -> float:

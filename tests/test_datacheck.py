@@ -12,12 +12,15 @@ from rlaif.config import RustConfig
 from rlaif.data import load_tasks
 from rlaif.datacheck import (
     check_files,
+    constant_of,
     duplicate_prompts,
     free_fn_signatures,
     static_problems,
     stub_of,
 )
 from rlaif.rust import RustJudge
+from rlaif.rust_ast import placeholder_answer, rust_metrics
+from rlaif.scoring import declared_functions
 from tests.conftest import REPO, run_cli
 
 DOUBLE = {
@@ -112,6 +115,15 @@ fn tricky<'a>(mut s: &'a str) -> &'a str where 'a: 'a, {
     assert free_fn_signatures(source) == ["fn tricky<'a>(s: &'a str) -> &'a str where 'a: 'a"]
 
 
+def test_constant_answer_defaults_every_body_but_those_told_to_panic():
+    source = "fn a(x: i32) -> i32 {\n    x + 1\n}\nimpl S { fn new() -> Self { S } }\n"
+    assert constant_of(source) == (
+        "fn a(x: i32) -> i32 { Default::default() }\n"
+        "impl S { fn new() -> Self { Default::default() } }\n"
+    )
+    assert constant_of(source, {1}).endswith("fn new() -> Self { todo!() } }\n")
+
+
 def test_static_problems_assertions_signature_and_shadowing(tmp_path):
     weak = {**DOUBLE, "tests": "#[test]\nfn a() { assert_eq!(double(1), 2); assert!(true); }"}
     wrong_prompt = {**DOUBLE, "id": "p", "prompt": "Write `fn double(x: i32) -> i32`."}
@@ -191,6 +203,40 @@ def test_each_bad_task_is_named_with_its_line_and_what_failed(judge, tmp_path):
     assert by_id["wrong_test"].startswith("reference: passes 1 of 2 tests")
 
 
+def test_tests_that_a_constant_answer_mostly_passes_are_reported(judge, tmp_path):
+    # `false` (bool's default) is right for both odd numbers' tests: 2 of 3 pass.
+    parity = {
+        "id": "parity",
+        "difficulty": "easy",
+        "prompt": "Write a Rust function `fn is_even(x: i64) -> bool`.",
+        "tests": """#[test]
+fn odd() {
+    assert!(!is_even(1));
+    assert!(!is_even(-3));
+}
+#[test]
+fn more_odd() {
+    assert!(!is_even(7));
+}
+#[test]
+fn even() {
+    assert!(is_even(0));
+}""",
+        "reference": "fn is_even(x: i64) -> bool {\n    x % 2 == 0\n}\n",
+    }
+    # An even number in one odd test leaves the constant 1 of 3: fewer than half, no problem.
+    mixed = {**parity, "id": "mixed", "tests": parity["tests"].replace("(7)", "(7) && is_even(8)")}
+    # LABEL's `Label::new` returns a `Label`, which has no default: its body falls back to
+    # todo!() (the others stay `String::new()` and an empty vector) and every test panics.
+    path = write(tmp_path / "t.jsonl", parity, mixed, LABEL)
+    report = check(judge, path)
+    assert [(p.where, p.task_id) for p in report.problems] == [(f"{path}:1", "parity")]
+    what = report.problems[0].what
+    assert what.startswith("constant answer (Default::default() bodies) passes 2 of 3 tests (")
+    passing = what.split("tests (")[1].split(")")[0]
+    assert sorted(passing.split(", ")) == ["more_odd", "odd"]
+
+
 def test_duplicate_ids_within_and_across_files_fail_the_command(tmp_path):
     same_file = write(tmp_path / "a.jsonl", DOUBLE, {**LABEL, "id": "double_it"})
     done = run_cli("data", "check", same_file, "--concurrency", "2", timeout=120)
@@ -218,3 +264,12 @@ def test_shipped_task_files_pass_the_checks_that_need_no_compiler():
         share = Counter(t.difficulty for t in tasks)
         assert share["easy"] >= 0.3 * len(tasks) and share["medium"] >= 0.3 * len(tasks)
         assert share["hard"] >= 0.15 * len(tasks)
+
+
+def test_no_shipped_reference_is_a_placeholder_and_every_stub_is():
+    # The reward's placeholder rule (rust_ast.placeholder_answer) on known-good code and on the
+    # todo!() stubs of it: a reference scored as a placeholder would be a false alarm.
+    for task in load_tasks(REPO / "data/train.jsonl") + load_tasks(REPO / "data/eval.jsonl"):
+        declared = declared_functions(task)
+        assert not placeholder_answer(rust_metrics(task.reference), declared), task.id
+        assert placeholder_answer(rust_metrics(stub_of(task.reference)), declared), task.id

@@ -170,7 +170,7 @@ def test_evaluation_draws_a_seeded_stream_and_leaves_the_training_rng_alone(
     generator = Generator(model, tokenizer, config.student)
     scorer = Scorer(RustJudge(toolchain, config.rust, 1), None, config.rewards)
     tasks = load_tasks(REPO / "data" / "eval.jsonl")[:2]
-    threads = ThreadPolicy(beside_rustc=1, alone=1)
+    threads = ThreadPolicy(cores=1)
 
     def run(seed):
         result = anyio.run(evaluate_policy, generator, scorer, tasks, 2, [1, 2], threads, seed)

@@ -66,23 +66,26 @@ def paired(metric: str, before: float, after: float, low: float, high: float) ->
 
 
 @pytest.mark.parametrize(
-    "reward_ci, compile_after, passes",
+    "reward_ci, compile_ci, passes",
     [
-        ((0.4, 3.0), 0.30, True),  # the rise's interval is above 0 and more code compiles
-        ((0.0, 3.0), 0.30, False),  # the interval touches 0: not more than its 95% CI
-        ((-0.5, 3.0), 0.30, False),
-        ((0.4, 3.0), 0.20, False),  # reward up, compile rate flat
-        ((0.4, 3.0), 0.10, False),  # reward up, compile rate down
+        ((0.4, 3.0), (0.02, 0.2), True),  # both rises' intervals lie above 0
+        ((0.0, 3.0), (0.02, 0.2), False),  # the reward's interval touches 0
+        ((-0.5, 3.0), (0.02, 0.2), False),
+        ((0.4, 3.0), (-0.01, 0.2), False),  # compile rate up, but not beyond its interval
+        ((0.4, 3.0), (-0.2, -0.05), False),  # compile rate down
     ],
 )
-def test_the_acceptance_rule(reward_ci, compile_after, passes):
+def test_the_acceptance_rule(reward_ci, compile_ci, passes):
     result = {
         "mean_reward": paired("mean_reward", 1.0, 2.5, *reward_ci),
-        "compile_rate": paired("compile_rate", 0.20, compile_after, -0.1, 0.2),
+        "compile_rate": paired("compile_rate", 0.20, 0.30, *compile_ci),
+        "pass@1": paired("pass@1", 0.05, 0.08, -0.02, 0.07),
     }
     ok, why = learning.verdict(result)
     assert ok is passes
     assert "mean reward +1.50" in why and f"CI low {reward_ci[0]:+.2f}" in why
+    assert f"CI low {compile_ci[0]:+.3f}" in why
+    assert "pass@1 +0.030 [-0.020, +0.070]" in why  # reported, not required
 
 
 def test_the_section_is_created_then_replaced_and_the_rest_kept(tmp_path):

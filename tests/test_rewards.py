@@ -1,16 +1,23 @@
-"""The reward formula with hand-computed numbers (pure: no rustc needed)."""
+"""The reward formula with hand-computed numbers (pure: no rustc needed), and placeholder
+answers to a shipped task scored through `Scorer` with the real rustc."""
 
 from __future__ import annotations
 
 import dataclasses
 import math
 
+import anyio
 import pytest
 
-from rlaif.config import RewardsConfig
+from rlaif.config import RewardsConfig, RustConfig
+from rlaif.data import load_tasks
+from rlaif.metrics import sample_record, score_metrics
 from rlaif.rewards import AST_TERMS, reward_terms
+from rlaif.rust import RustJudge
 from rlaif.rust_ast import rust_metrics
-from rlaif.types import Judgement, RustResult
+from rlaif.scoring import Scorer, declared_functions
+from rlaif.types import Judgement, RustResult, Sample
+from tests.conftest import REPO
 
 W = RewardsConfig()
 OFF = Judgement(abstained="off")
@@ -161,3 +168,41 @@ def test_no_code_and_refused_code_score_as_the_most_broken_code():
 def test_a_sandbox_failure_is_unknown_not_bad():
     c, s = reward_terms(RustResult(sandbox_error="boom"), OFF, True, W, rust_metrics("fn a() {}"))
     assert all(math.isnan(v) for v in c.values()) and math.isnan(s["rust"])
+
+
+def test_placeholder_answers_score_as_no_code_below_any_broken_reply(toolchain):
+    # A real eval task, `fn parse_percent(s: &str) -> Option<u8>`, whose 3 tests each hold an
+    # answer that is not `None`, so none of these replies passes one.
+    task = next(t for t in load_tasks(REPO / "data/eval.jsonl") if t.id == "parse_percentage")
+    assert declared_functions(task) == {"parse_percent"}
+    sig = "fn parse_percent(s: &str) -> Option<u8>"
+    placeholders = [
+        f"{sig} {{ {body} }}"
+        for body in ("todo!()", "unimplemented!()", "unreachable!()", 'panic!("x")')
+        + ("Some(50)", "Default::default()", "let _ = s; None")
+    ]
+    broken = f"{sig} {{ s.len() }}"  # one error: usize is not Option<u8>
+    honest = f"{sig} {{ s.parse().ok() }}"  # "50%" is no number: it fails all 3 tests
+    codes = [*placeholders, broken, honest]
+    scorer = Scorer(RustJudge(toolchain, RustConfig(), concurrency=2), None, W)
+    samples = [Sample(task, i, [], [], [], code, code, 0, True) for i, code in enumerate(codes)]
+    scored = anyio.run(scorer.score, samples)
+    rewards = [s.reward for s in scored]
+    assert [s.placeholder for s in scored] == [True] * 7 + [False, False]
+    for s in scored[:7]:
+        assert s.rust.compiles_as_solution and s.rust.tests_passed == 0, s.sample.code
+        assert s.reward == -20.0  # per_error x max_errors, as for no code at all
+        assert [s.components[t] for t in AST_TERMS] == [0.0, 0.0, 0.0, 0.0]
+    # Not compiling: parse 8, one error -2. The honest failure: parse 8 + compile 10 + no errors
+    # 5 + no warnings 1 + clippy clean 1 + no test passed.
+    assert scored[7].rust.errors == 1 and rewards[7] == 8 - 2
+    assert scored[8].rust.tests_total == 3 and rewards[8] == 8 + 10 + 5 + 1 + 1
+    assert max(rewards[:7]) < rewards[7] < rewards[8]
+    # Before, the todo!() stub's compile credit put it 14 points above the broken reply:
+    # parse 8 + compile 10 + no errors 5 - 0.5 for its one warning - 3 for unused `s` + clippy 1.
+    stub = scored[0]
+    _, before = reward_terms(stub.rust, stub.judgement, True, W, stub.ast)
+    assert before["rust"] == 20.5
+    # The metrics count them; samples.jsonl says which.
+    assert score_metrics(scored)["placeholder_rate"] == 7 / 9
+    assert sample_record(1, stub, 0.0)["placeholder"] is True

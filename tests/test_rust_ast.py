@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from rlaif.rust_ast import rust_metrics
+from rlaif.rust_ast import placeholder_answer, rust_metrics
 
 RICH = """
 /// A shape.
@@ -124,3 +124,89 @@ def test_broken_code_still_gets_metrics_and_is_flagged():
 def test_empty_code():
     m = rust_metrics("")
     assert not m.has_errors and m.functions == 0 and m.complexity == 1 and m.lines_of_code == 0
+
+
+def placeholders(code: str) -> tuple[str, ...]:
+    m = rust_metrics(code)
+    assert not m.has_errors, code
+    return m.placeholder_fns
+
+
+def test_placeholder_bodies_do_no_work_for_any_input():
+    sig = "fn f(s: &str) -> Option<u8>"
+    for body in (
+        "todo!()",
+        "unimplemented!();",
+        'unreachable!("never")',
+        'panic!("no {}", 1)',
+        "todo!(); todo!()",
+        "Some(50)",  # the first learning run's answer (bench/RESULTS.md)
+        "None",
+        "Default::default()",
+        "Option::default()",
+        "let _ = s; None",  # silences rustc's unused warning, reads `s` for nothing
+        "_ = s; Some(1)",
+        "drop(s); None",
+        "let v: Vec<u8> = vec![]; v.first().copied()",  # works, but on a constant
+        'Some("{s}".len() as u8)',  # a plain string, not a format string: `s` is not read
+        'fn g(s: &str) -> usize { s.len() } Some(g("x") as u8)',  # inner fns cannot see `s`
+    ):
+        assert placeholders(f"{sig} {{ {body} }}") == ("f",), body
+    # Unused `_` patterns and paths or macros spelled like a parameter read nothing either.
+    assert placeholders("fn f(_: i32, _x: bool) -> i32 { 0 }") == ("f",)
+    assert placeholders("fn f(default: i32) -> i32 { Default::default() }") == ("f",)
+    assert placeholders("fn f(vec: &[u8]) -> Vec<u8> { vec![] }") == ("f",)
+    assert placeholders('fn f(x: i32) -> String { format!("{}", x::Y) }') == ("f",)
+    # Without parameters, only a panicking body is a placeholder.
+    assert placeholders("fn g() -> u8 { todo!() }") == ("g",)
+    assert placeholders("fn pi() -> f64 { 3.14 }\nfn unit() {}") == ()
+
+
+def test_bodies_that_read_a_parameter_are_attempts():
+    for code in (
+        "fn f(x: i32) -> i32 { x }",
+        "fn f(x: i32) -> i32 { helper(x) }\nfn helper(y: i32) -> i32 { y + 1 }",
+        'fn f(x: i32) -> String { format!("{x:>4}") }',  # captured by the format string
+        "fn f(x: i32) -> Vec<i32> { vec![x; 2] }",  # inside a macro's tokens
+        "fn f((a, b): (i32, i32)) -> i32 { let _ = a; b }",  # one of several is enough
+        "fn f(xs: &[i32]) -> i32 { for x in xs { return *x; } unreachable!() }",
+        'fn f(x: i32) -> i32 { if x < 0 { panic!("negative") } x }',
+        "fn f(xs: &mut Vec<i32>) { xs.clear() }",
+        "fn f(x: i32) -> i32 { let _ = x.pow(2); 0 }",  # a discard of work is not a bare name
+    ):
+        assert placeholders(code) == (), code
+
+
+def test_methods_count_self_and_trait_impls_may_ignore_it():
+    code = """
+struct V(i32);
+impl V {
+    fn get(&self) -> i32 { self.0 }
+    fn zero(&self) -> i32 { 0 }
+    fn new() -> Self { V(0) }
+    fn fresh() -> Self { todo!() }
+}
+trait Shape { fn sides(&self) -> u32; fn scaled(&self, k: i32) -> V; }
+impl Shape for V {
+    fn sides(&self) -> u32 { 4 }
+    fn scaled(&self, k: i32) -> V { V(1) }
+}
+"""
+    # `zero` ignores its receiver; `sides` may (a square has 4 sides whatever its size), but
+    # `scaled` ignores `k`, a parameter other than `self`.
+    assert placeholders(code) == ("zero", "fresh", "scaled")
+
+
+def test_a_placeholder_answer_has_a_placeholder_among_the_tasks_functions():
+    honest_helper = "fn helper(x: i32) -> i32 { x }\nfn solve(x: i32) -> i32 { 0 }"
+    assert placeholder_answer(rust_metrics(honest_helper), {"solve"})
+    assert not placeholder_answer(rust_metrics(honest_helper), {"helper"})
+    # One placeholder among the functions the task asks for is enough.
+    two = "fn a(x: i32) -> i32 { x }\nfn b(x: i32) -> i32 { todo!() }"
+    assert placeholder_answer(rust_metrics(two), {"a", "b"})
+    assert not placeholder_answer(rust_metrics(two), {"a"})
+    # When the code defines none of the named functions, every function counts as asked for.
+    assert placeholder_answer(rust_metrics(two), {"fmt"})
+    assert not placeholder_answer(rust_metrics("fn a(x: i32) -> i32 { x }"), set())
+    assert not placeholder_answer(rust_metrics("struct S;"), {"a"})
+    assert not placeholder_answer(rust_metrics(""), set())

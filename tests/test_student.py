@@ -115,3 +115,72 @@ def test_the_tiny_model_takes_a_size(tmp_path):
 
     config = AutoConfig.from_pretrained(make_tiny_model(tmp_path, hidden_size=32, layers=3))
     assert (config.hidden_size, config.num_hidden_layers) == (32, 3)
+
+
+def test_sampling_ignores_the_models_generation_config_so_the_trainer_scores_what_was_sampled(
+    tiny_model_dir, tmp_path
+):
+    """Hub instruct models (Qwen's among them) ship repetition_penalty, top_k and top_p in their
+    generation_config. Were sampling to inherit them, the tokens would come from a warped
+    distribution while the recorded log-probs, and the trainer's, are of the plain softmax at T:
+    every ratio and KL would be off. Here the config warps hard: a repetition penalty of 5 and
+    top_k 3 would make almost every recorded log-prob differ from the trainer's."""
+    import dataclasses
+    import shutil
+
+    from rlaif.config import Config
+    from rlaif.trainer import Trainer, _pad_batch, make_accelerator
+
+    model_dir = tmp_path / "warped"
+    shutil.copytree(tiny_model_dir, model_dir)
+    model, tokenizer = load_student(
+        StudentConfig(model=str(model_dir)), torch.device("cpu"), torch.float32
+    )
+    model.generation_config.repetition_penalty = 5.0
+    model.generation_config.top_k = 3
+    model.generation_config.top_p = 0.5
+    model.generation_config.do_sample = True
+    model.save_pretrained(model_dir)  # as a hub model would ship it
+
+    config = Config(
+        student=StudentConfig(
+            model=str(model_dir), autocast="off", max_new_tokens=20, temperature=0.9
+        )
+    )
+    model, tokenizer = load_student(config.student, torch.device("cpu"), torch.float32)
+    assert model.generation_config.repetition_penalty == 5.0  # the warp is really there
+    trainer = Trainer(model, config, make_accelerator(torch.device("cpu")))
+    torch.manual_seed(1)
+    samples = Generator(trainer.policy, tokenizer, config.student).generate(TASKS, 3, 0)
+    samples = [s for group in samples for s in group]
+    # Top-k 3 would allow only 3 distinct tokens per position; the plain softmax over 384 ids
+    # at T = 0.9 from a random model draws far more.
+    assert len({t for s in samples for t in s.completion_ids}) > 3 * 20 // 2
+    batch = _pad_batch(samples, torch.device("cpu"))
+    with torch.no_grad():
+        trainer_logp, _ = trainer._completion_logprobs(trainer.policy, batch, entropy=False)
+    for i, s in enumerate(samples):
+        n = len(s.completion_ids)
+        torch.testing.assert_close(trainer_logp[i, :n], torch.tensor(s.logprobs), atol=1e-5, rtol=0)
+    assert dataclasses.is_dataclass(samples[0])
+
+
+def test_no_bos_is_prepended_where_the_tokenizer_adds_none(tiny_model_dir):
+    """A GGUF-loaded Qwen tokenizer names `<|endoftext|>` as its BOS but never adds it (nor did
+    Qwen's training); only a tokenizer that puts a BOS in front of text gets one in prompts."""
+    _, tokenizer = load_student(
+        StudentConfig(model=str(tiny_model_dir)), torch.device("cpu"), torch.float32
+    )
+    assert encode_prompt("fn", tokenizer) == tokenizer("fn", add_special_tokens=False)["input_ids"]
+    tokenizer.bos_token = "</s>"  # a BOS named, as the GGUF loader does for Qwen
+    assert tokenizer("a", add_special_tokens=True)["input_ids"][0] != tokenizer.bos_token_id
+    assert encode_prompt("fn", tokenizer)[0] != tokenizer.bos_token_id
+
+
+def test_nucleus_keeps_the_smallest_set_with_the_mass():
+    from rlaif.student import _nucleus
+
+    probs = torch.tensor([[0.5, 0.3, 0.15, 0.05]])
+    # 0.5 < 0.7, 0.5 + 0.3 >= 0.7: the first two stay (unnormalised; multinomial normalises).
+    assert torch.equal(_nucleus(probs, 0.7), torch.tensor([[0.5, 0.3, 0.0, 0.0]]))
+    assert _nucleus(probs, 1.0) is probs
