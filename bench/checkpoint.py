@@ -1,6 +1,6 @@
 """How long a checkpoint takes to write and to restore, and how big it is, for a given student.
 
-    python bench/checkpoint.py [MODEL_DIR]   (default: models/smollm2-135m-instruct)
+    python bench/checkpoint.py [MODEL_DIR]   (default: models/qwen2.5-coder-0.5b)
 
 It loads the model and a Trainer as a run does, gives every weight a random gradient and takes
 one optimizer step (so Adam's moments exist and are saved, as after a real step), then times
@@ -64,4 +64,4 @@ def main(model_dir: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else "models/smollm2-135m-instruct")
+    main(sys.argv[1] if len(sys.argv) > 1 else "models/qwen2.5-coder-0.5b")

@@ -3,8 +3,10 @@
 bench/pipeline.py runs this in its own process (TRL's imports and threads stay out of rlaif's
 runs) with the config it wrote for rlaif, and reads the JSON line it prints last. From that
 config, so that both trainers do the same work:
-- the model and tokenizer (`student.model`), fp32 on the CPU, with as many torch threads as rlaif
-  gives generation and the update when nothing runs beside them (every core);
+- the model and tokenizer (`student.model`), fp32 weights on the CPU computing under bf16
+  autocast where rlaif's does (`student.autocast`: auto turns it on on CPUs with bf16 matrix
+  hardware), with as many torch threads as rlaif gives generation and the update when no rustc
+  job runs beside them (every core);
 - the tasks (`data.train`) as conversational prompts, the very messages rlaif's student is shown
   (`student.prompt_messages`), `trainer.samples_per_prompt` completions each
   (`num_generations`), `student.max_new_tokens`, temperature and top_p, no top-k, no vLLM;
@@ -45,6 +47,7 @@ from rlaif import config as config_module  # noqa: E402
 from rlaif.config import Config  # noqa: E402
 from rlaif.data import load_tasks  # noqa: E402
 from rlaif.extract import code_for_task  # noqa: E402
+from rlaif.precision import pick_autocast  # noqa: E402
 from rlaif.rollout import ThreadPolicy  # noqa: E402
 from rlaif.rust import RustJudge, default_concurrency, find_toolchain, rust_cache  # noqa: E402
 from rlaif.scoring import Scorer  # noqa: E402
@@ -133,6 +136,11 @@ class RlaifReward:
         return [None if math.isnan(s.reward) else s.reward for s in scored]
 
 
+def trl_bf16(config: Config) -> bool:
+    """Whether rlaif's student computes in bf16 on the CPU (fp32 weights either way)."""
+    return pick_autocast(config.student.autocast, torch.device("cpu")) == torch.bfloat16
+
+
 def grpo_config(config: Config, output_dir: Path) -> tuple[GRPOConfig, list[str]]:
     """The GRPOConfig matching rlaif's settings, and what still differs."""
     t, s = config.trainer, config.student
@@ -173,7 +181,7 @@ def grpo_config(config: Config, output_dir: Path) -> tuple[GRPOConfig, list[str]
         epsilon_high=t.clip_eps_high,
         seed=config.run.seed,
         use_cpu=True,
-        bf16=False,
+        bf16=trl_bf16(config),  # accelerate's autocast, as rlaif's
         report_to="none",
         logging_steps=10**6,
         save_strategy="no",
@@ -231,6 +239,7 @@ def main() -> int:
         "score_seconds": statistics.fmean(scoring),
         "samples_per_step": grpo_args.generation_batch_size,
         "torch_threads": threads,
+        "autocast": "bf16" if grpo_args.bf16 else "off",
         "differences": differences,
     }
     print(json.dumps(result), flush=True)

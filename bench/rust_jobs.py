@@ -10,7 +10,8 @@ fixed: 8 tasks of data/train.jsonl, each with four completions like the ones tra
 
 Prints the latency of one job alone, by kind; jobs/s at each concurrency beside the bound the
 machine allows, min(concurrency, cores) / mean single-job latency; and two side measurements that
-set defaults: what clippy adds to a job, and what the namespace jail adds to it.
+set defaults: what clippy adds to a job, and what the namespace jail adds to it over the posix
+level (rlimits in a fresh interpreter, no namespaces).
 
     python bench/rust_jobs.py [--concurrency 1,2,4] [--repeat 2]
 """
@@ -27,10 +28,10 @@ from pathlib import Path
 
 import anyio
 
-from rlaif import sandbox
 from rlaif.config import RustConfig
 from rlaif.data import load_tasks
 from rlaif.rust import RustJudge, find_toolchain
+from rlaif.sandbox_levels import resolve
 
 REPO = Path(__file__).resolve().parent.parent
 TASKS = (
@@ -75,26 +76,21 @@ async def run_all(judge: RustJudge, jobs: list[tuple[str, str, str]]) -> float:
     return time.perf_counter() - start
 
 
-async def alone(judges: list[RustJudge], jobs: list[tuple[str, str, str]], levels: list[str]):
-    """Seconds of each job run alone, one after the other, once per (judge, jail level) pair.
+async def alone(judges: list[RustJudge], jobs: list[tuple[str, str, str]]):
+    """Seconds of each job run alone, one after the other, once per judge (each at its level).
 
     The variants take turns job by job, so a change in the machine's load (it is shared) hits
     them alike. Returns one list of seconds per variant, and the results of the first.
     """
-    real = sandbox.jail_level
     seconds: list[list[float]] = [[] for _ in judges]
     results = []
-    try:
-        for _, code, tests in jobs:
-            for i, (judge, level) in enumerate(zip(judges, levels, strict=True)):
-                sandbox.jail_level = lambda level=level: level  # type: ignore[assignment]
-                t0 = time.perf_counter()
-                result = await judge.judge(code, tests)
-                seconds[i].append(time.perf_counter() - t0)
-                if i == 0:
-                    results.append(result)
-    finally:
-        sandbox.jail_level = real
+    for _, code, tests in jobs:
+        for i, judge in enumerate(judges):
+            t0 = time.perf_counter()
+            result = await judge.judge(code, tests)
+            seconds[i].append(time.perf_counter() - t0)
+            if i == 0:
+                results.append(result)
     return seconds, results
 
 
@@ -109,21 +105,19 @@ def main() -> None:
     args = parser.parse_args()
     toolchain = find_toolchain()
     jobs = workload()
-    config = RustConfig()
+    level = resolve("auto").name
+    config = RustConfig(sandbox=level)
     cores = len(os.sched_getaffinity(0))
     print(
         f"{toolchain.version}; {len(jobs)} jobs (8 tasks x {', '.join(KINDS)}); {cores} cores; "
-        f"jail: {sandbox.jail_level()}; clippy: {config.clippy}"
+        f"sandbox: {level}; clippy: {config.clippy}"
     )
 
-    level = sandbox.jail_level()
     no_clippy = dataclasses.replace(config, clippy=False)
     variants = [RustJudge(toolchain, config, 1), RustJudge(toolchain, no_clippy, 1)]
-    levels = [level, level]
-    if level == "namespaces":  # the same jobs without the jail (trusted code only)
-        variants.append(RustJudge(toolchain, config, 1))
-        levels.append("basic")
-    (jailed, plain, *basic), results = anyio.run(alone, variants, jobs, levels)
+    if level == "namespaces":  # the same jobs at the posix level (trusted code only)
+        variants.append(RustJudge(toolchain, dataclasses.replace(config, sandbox="posix"), 1))
+    (jailed, plain, *basic), results = anyio.run(alone, variants, jobs)
     latency = statistics.mean(jailed)
     kinds = ", ".join(
         f"{k} {mean_ms([t for (kind, _, _), t in zip(jobs, jailed, strict=True) if kind == k]):.0f}"
@@ -144,7 +138,7 @@ def main() -> None:
     )
     if basic:
         print(
-            f"  without the jail: mean {mean_ms(basic[0]):.0f} ms "
+            f"  at the posix level: mean {mean_ms(basic[0]):.0f} ms "
             f"(the jail adds {mean_ms(jailed) - mean_ms(basic[0]):.0f} ms)"
         )
     for n in (int(c) for c in args.concurrency.split(",")):

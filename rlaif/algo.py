@@ -1,4 +1,5 @@
-"""Pure tensor math of the update: advantages, KL estimators, token weights, the clipped loss.
+"""Pure tensor math of the update: advantages, the taken tokens' log-probs, KL estimators, token
+weights, the clipped loss.
 
 No model, no I/O: every function here is tested with hand-computed numbers (tests/test_algo.py).
 The KL coefficient's controllers live in `kl_control.py`.
@@ -34,21 +35,25 @@ def group_advantages(
       no_std  A_i = c_i                                               (Dr. GRPO: no length/std bias)
       rloo    A_i = sum_s (r_si - mean_{j != i, known} r_sj)         (leave-one-out baseline)
       robust  A_i = tanh(c_i / (1.4826 MAD_g(c) + 1e-8) / 2.5)                   (the RLAIF seed)
+    A sample on which every judge abstained (`abstained`) is left out of std_g, median_g and
+    MAD_g (REFERENCE.md: it would count as a 0 and shrink the spread) and gets advantage 0.
     Without NaNs, `std` equals the usual (r_i - mean r) / (std r + eps) of the summed reward.
-    Returns (advantages [B, G], zero_std [B]): groups whose centred rewards have std <= eps
-    get advantage 0 exactly and are flagged, since they teach nothing.
+    Returns (advantages [B, G], zero_std [B]): groups whose centred rewards have std <= eps,
+    or fewer than two samples with an answer, get advantage 0 exactly and are flagged, since
+    they teach nothing.
     """
     if mode not in ADVANTAGE_MODES:
         raise ValueError(f"unknown advantage mode {mode!r} ({', '.join(ADVANTAGE_MODES)})")
     known = ~torch.isnan(rewards)  # [B, G, S]
+    live = ~abstained(rewards)  # [B, G]; samples with at least one answer
     filled = torch.where(known, rewards, torch.zeros_like(rewards))  # [B, G, S]
     count = known.sum(dim=1, keepdim=True)  # [B, 1, S]
     total_s = filled.sum(dim=1, keepdim=True)  # [B, 1, S]
     mean = total_s / count.clamp(min=1)  # [B, 1, S]
     centred = torch.where(known, rewards - mean, torch.zeros_like(rewards))  # [B, G, S]
-    total = centred.sum(dim=-1)  # [B, G]
-    std = total.std(dim=1, unbiased=True)  # [B]
-    zero_std = std <= eps  # [B]
+    total = centred.sum(dim=-1)  # [B, G]; 0 where abstained
+    std = _live_std(total, live)  # [B]
+    zero_std = (std <= eps) | (live.sum(dim=1) < 2)  # [B]
     if mode == "std":
         advantages = total / (std.unsqueeze(1) + eps)  # [B, G]
     elif mode == "no_std":
@@ -64,29 +69,153 @@ def group_advantages(
         )  # [B, G, S]
         advantages = loo.sum(dim=-1)  # [B, G]
     else:
-        median = total.quantile(0.5, dim=1, keepdim=True)  # [B, 1]; midpoint for even G
-        mad = (total - median).abs().quantile(0.5, dim=1, keepdim=True)  # [B, 1]
-        scale = MAD_TO_STD * mad + ROBUST_EPS  # [B, 1]
+        only_live = torch.where(live, total, torch.full_like(total, math.nan))  # [B, G]
+        median = only_live.nanquantile(0.5, dim=1, keepdim=True)  # [B, 1]; midpoint for even G
+        mad = (only_live - median).abs().nanquantile(0.5, dim=1, keepdim=True)  # [B, 1]
+        scale = MAD_TO_STD * mad.nan_to_num(0.0) + ROBUST_EPS  # [B, 1]
         advantages = torch.tanh(total / scale / ROBUST_SCALE)  # [B, G]
-    advantages = torch.where(zero_std.unsqueeze(1), torch.zeros_like(advantages), advantages)
+    dead = zero_std.unsqueeze(1) | ~live  # [B, G]
+    advantages = torch.where(dead, torch.zeros_like(advantages), advantages)
     return advantages, zero_std
 
 
+def abstained(rewards: torch.Tensor) -> torch.Tensor:
+    """Samples on which every judge abstained: [B, G, S] rewards -> [B, G] bool."""
+    return torch.isnan(rewards).all(dim=-1)
+
+
+def _live_std(values: torch.Tensor, live: torch.Tensor) -> torch.Tensor:
+    """Unbiased std over each row's live entries ([B, G] -> [B]); 0 with fewer than two."""
+    n = live.sum(dim=1)  # [B]
+    kept = torch.where(live, values, torch.zeros_like(values))  # [B, G]
+    mean = kept.sum(dim=1) / n.clamp(min=1)  # [B]
+    square = torch.where(live, (values - mean.unsqueeze(1)) ** 2, torch.zeros_like(values))
+    return (square.sum(dim=1) / (n - 1).clamp(min=1)).sqrt()  # [B]
+
+
 def batch_normalize(
-    advantages: torch.Tensor, zero_std: torch.Tensor, eps: float = 1e-4
+    advantages: torch.Tensor,
+    zero_std: torch.Tensor,
+    eps: float = 1e-4,
+    abstentions: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Whiten advantages across the whole batch (mean 0, std 1), after the per-group baseline.
 
-    Only groups that teach something take part and move; zero-variance groups stay at 0. This
+    Only groups that teach something take part and move; zero-variance groups stay at 0, and so
+    do samples on which every judge abstained (`abstentions` [B, G], from `abstained`). This
     is the batch-level normalisation of "Lite PPO" (group mean, batch std), useful when
     `no_std` or `rloo` leave advantages on the reward's scale. advantages: [B, G]; zero_std: [B].
     """
-    live = ~zero_std  # [B]
-    values = advantages[live].flatten()  # [n_live * G]
+    live = (~zero_std).unsqueeze(1).expand_as(advantages)  # [B, G]
+    if abstentions is not None:
+        live = live & ~abstentions
+    values = advantages[live]  # [n_live]
     if values.numel() < 2:
         return advantages
     normed = (advantages - values.mean()) / (values.std(unbiased=True) + eps)  # [B, G]
-    return torch.where(live.unsqueeze(1), normed, torch.zeros_like(advantages))
+    return torch.where(live, normed, torch.zeros_like(advantages))
+
+
+# Full-vocabulary temporaries ([n, chunk, V] fp32) are made this many elements at a time: 16 MiB,
+# against 445 MiB for one fp32 copy of [4, 192, 151936] (Qwen's vocabulary, micro-batch 4).
+LOGPROB_CHUNK_ELEMENTS = 2**22
+
+
+def token_logprobs(
+    logits: torch.Tensor,
+    at: torch.Tensor,
+    targets: torch.Tensor,
+    temperature: float,
+    *,
+    entropy: bool = False,
+    grad_entropy: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """log softmax(logits / T)[target] for each completion token, and optionally the entropy of
+    softmax(logits / T) where it was predicted, without any [n, C, V] copy of the logits.
+
+    logits: [n, K, V] (any float dtype; the math is fp32, or fp64 for fp64 logits); at: [n, C]
+    the position in K that predicts each completion token; targets: [n, C] its id. Returns
+    ([n, C], [n, C] or None).
+    The textbook log_softmax(...).gather(...) keeps a full fp32 [n, C, V] log-softmax alive until
+    the backward pass, next to the copies made on the way (temperature, entropy): several GB at
+    Qwen's 151,936-token vocabulary. Here the log-softmax is taken chunk by chunk of positions and
+    only the chosen tokens' values are kept; the backward pass recomputes each chunk's softmax
+    from the logits, which are all it keeps: the gradient is exactly the textbook one,
+    d logp / d logit_v = (1[v = target] - p_v) / T (and dH / d logit_v = -p_v (log p_v + H) / T),
+    with one [n, K, V] gradient buffer and chunk-sized temporaries. `grad_entropy`: the entropy
+    carries a gradient (an entropy bonus); otherwise it is detached (logged only).
+    """
+    logp, ent = _TokenLogProbs.apply(logits, at, targets, temperature, entropy)
+    if ent is not None and not grad_entropy:
+        ent = ent.detach()
+    return logp, ent
+
+
+def _chunks(logits: torch.Tensor):
+    """(start, end) ranges of K so that an [n, end - start, V] chunk has at most
+    LOGPROB_CHUNK_ELEMENTS elements."""
+    n, k, v = logits.shape
+    step = max(1, LOGPROB_CHUNK_ELEMENTS // max(1, n * v))
+    return [(start, min(start + step, k)) for start in range(0, k, step)]
+
+
+class _TokenLogProbs(torch.autograd.Function):
+    """`token_logprobs` with a hand-written backward pass (see there). Each chunk's log-softmax
+    is torch's own, so the values are the textbook formula's; the backward pass recomputes it."""
+
+    @staticmethod
+    def forward(ctx, logits, at, targets, temperature, want_entropy):
+        n, k, _ = logits.shape
+        dtype = _math_dtype(logits)
+        logp = torch.empty(at.shape, dtype=dtype, device=logits.device)  # [n, C]
+        ent = torch.empty(n, k, dtype=dtype, device=logits.device) if want_entropy else None
+        rows = torch.arange(n, device=logits.device).unsqueeze(1).expand_as(at)  # [n, C]
+        for start, end in _chunks(logits):
+            log_p = torch.log_softmax(logits[:, start:end].to(dtype) / temperature, -1)  # [n, c, V]
+            inside = (at >= start) & (at < end)  # [n, C]: the tokens predicted in this chunk
+            logp[inside] = log_p[rows[inside], at[inside] - start, targets[inside]]
+            if ent is not None:
+                ent[:, start:end] = -(log_p.exp() * log_p).sum(-1)  # [n, c]
+        ctx.save_for_backward(logits, at, targets, ent)
+        ctx.temperature = temperature
+        ctx.set_materialize_grads(False)
+        return logp, (ent.gather(1, at) if ent is not None else None)
+
+    @staticmethod
+    def backward(ctx, grad_logp, grad_ent):
+        logits, at, targets, ent = ctx.saved_tensors
+        t = ctx.temperature
+        n, k, _ = logits.shape
+        dtype = _math_dtype(logits)
+        # Per position of K, the summed entropy gradient of the tokens it predicts.
+        gh = None
+        if grad_ent is not None and ent is not None:
+            gh = torch.zeros(n, k, dtype=dtype, device=logits.device)  # [n, K]
+            gh.scatter_add_(1, at, grad_ent.to(dtype))
+        rows = torch.arange(n, device=logits.device).unsqueeze(1).expand_as(at)  # [n, C]
+        grad = torch.empty_like(logits)  # [n, K, V]
+        for start, end in _chunks(logits):
+            log_p = torch.log_softmax(logits[:, start:end].to(dtype) / t, -1)  # [n, c, V]
+            p = log_p.exp()  # [n, c, V]
+            # The gradient reaching log_p (as the textbook's autograd forms it), then through
+            # log_softmax: d/dz = d/dlog_p - p sum_v d/dlog_p_v.
+            if gh is not None:  # H = -sum p log_p: d/dlog_p = -gh (log_p p + p)
+                minus = -gh[:, start:end].unsqueeze(-1)  # [n, c, 1]
+                upstream = minus * log_p * p + minus * p  # [n, c, V]
+            else:
+                upstream = torch.zeros_like(log_p)  # [n, c, V]
+            if grad_logp is not None:  # the chosen tokens' own gradient, 1[v = y] g
+                inside = (at >= start) & (at < end)  # [n, C]
+                index = (rows[inside], at[inside] - start, targets[inside])
+                upstream.index_put_(index, grad_logp.to(dtype)[inside], accumulate=True)
+            gz = upstream - p * upstream.sum(-1, keepdim=True)  # [n, c, V]
+            grad[:, start:end] = gz / t
+        return grad, None, None, None, None
+
+
+def _math_dtype(logits: torch.Tensor) -> torch.dtype:
+    """fp32 for bf16/fp16/fp32 logits (as the trainer wants), fp64 for fp64 (gradcheck)."""
+    return torch.promote_types(logits.dtype, torch.float32)
 
 
 def kl_per_token(logp: torch.Tensor, ref_logp: torch.Tensor, estimator: str) -> torch.Tensor:

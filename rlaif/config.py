@@ -39,12 +39,20 @@ class RunConfig:
     name: str | None = _opt(None, "Run directory name under `output_dir`; null uses a timestamp.")
     output_dir: str = _opt("runs", "Where run directories are created.")
     seed: int = _opt(0, "Seed for task order, sampling and initialisation.", min=0)
+    max_blind_steps: int = _opt(
+        3,
+        "Stop the run, before the update and with no checkpoint of those steps, after this many "
+        "steps in a row in which no rustc job got a verdict (every one a sandbox failure: the "
+        "rewards are unknown and the update would follow the KL term alone), or no sample got a "
+        "verdict from a required teacher; 0 never stops.",
+        min=0,
+    )
 
 
 @dataclass(frozen=True)
 class StudentConfig:
     model: str = _opt(
-        "models/smollm2-135m-instruct",
+        "models/qwen2.5-coder-0.5b",
         "The student: a local `save_pretrained` folder, a `.gguf` file, or a Hugging Face hub id.",
     )
     device: Literal["auto", "cpu", "cuda", "mps"] = _opt(
@@ -252,6 +260,14 @@ class RustConfig:
         "no clippy).",
     )
     concurrency: int = _opt(0, "rustc jobs at once; 0 means cores - 1 (at least 1).", min=0)
+    sandbox: Literal["auto", "namespaces", "seatbelt", "posix"] = _opt(
+        "auto",
+        "How rustc and test binaries are confined: `namespaces` (Linux as root: PID, mount and "
+        "network namespaces, a uid per job), `seatbelt` (macOS sandbox-exec: no network, writes "
+        "only in the job dir), `posix` (rlimits, session kill, scrubbed env only: the network is "
+        "not cut); `auto` takes the strongest available. A level that is not available is an "
+        "error; `doctor` and the run's first lines say what the level leaves uncovered.",
+    )
 
 
 @dataclass(frozen=True)
@@ -331,12 +347,16 @@ class KLConfig:
     controller: Literal["fixed", "adaptive", "ema"] = _opt(
         "fixed",
         "How beta moves: `fixed`; `adaptive` (Ziegler 2019: beta *= 1 + clip(kl/target - 1, "
-        "+-0.2) n/horizon); `ema` (the RLAIF seed: beta *= exp(gain (kl_ema - target)), "
-        "clamped to [0.01, 1]).",
+        "+-0.2) / horizon, once a step); `ema` (the RLAIF seed: beta *= exp(gain (kl_ema - "
+        "target)), clamped to [0.01, 1]). Both need coef > 0.",
     )
     target: float = _opt(0.02, "KL per completion token the controllers aim at.", min=1e-9)
     horizon: float = _opt(
-        10000.0, "Adaptive controller's horizon, in samples (Ziegler: 10000).", min=1.0
+        10.0,
+        "Adaptive controller's horizon, in training steps: beta moves by at most 20% / horizon "
+        "a step (KL held at 2x target for 20 steps: beta x1.02^20 = x1.49). Ziegler's 10000 "
+        "samples at 512 a batch are ~20 steps.",
+        min=1.0,
     )
     gain: float = _opt(1.0, "EMA controller's gain on (kl_ema - target).", min=0.0)
 
@@ -408,8 +428,9 @@ class PipelineConfig:
     )
     torch_threads: int = _opt(
         0,
-        "torch CPU threads while rustc jobs run beside generation or the update; 0 means cores - "
-        "rust jobs (at least 1). With nothing scoring, every core.",
+        "torch CPU threads, fixed. 0: re-decided before every decoded token and update "
+        "micro-batch: the cores the rustc jobs running at that moment leave free (at least 1). "
+        "A fixed count makes runs repeat bit for bit.",
         min=0,
     )
 
@@ -469,7 +490,12 @@ class EvalConfig:
     samples: int = _opt(
         2, "Completions per task in that evaluation (pass@1 and pass@samples are logged).", min=1
     )
-    max_tasks: int = _opt(0, "Use the first N tasks of data.eval; 0 uses all.", min=0)
+    max_tasks: int = _opt(
+        0,
+        "Use the first N tasks of data.eval, in the periodic evaluation and in `rlaif eval` "
+        "(where --max-tasks overrides it); 0 uses all.",
+        min=0,
+    )
 
 
 @dataclass(frozen=True)
@@ -686,16 +712,31 @@ def _cross_checks(c: Config) -> list[tuple[str, str]]:
         problems.append(("teacher.base_url", "the openai-compatible provider needs a base_url"))
     if c.curriculum.hard_below >= c.curriculum.easy_from:
         problems.append(("curriculum.hard_below", "must be below curriculum.easy_from"))
+    if c.kl.controller != "fixed" and c.kl.coef == 0:
+        problems.append(
+            (
+                "kl.coef",
+                f"the {c.kl.controller} controller multiplies beta, so from 0 it never moves (ema "
+                "would jump to its 0.01 floor): start above 0 (e.g. kl.coef=0.05) or set "
+                "kl.controller=fixed",
+            )
+        )
     if c.teacher.provider != "none" and not c.teacher.api_key_env:
         problems.append(("teacher.api_key_env", "name the environment variable holding the key"))
-    weights = [getattr(c.teacher, f"weight_{k}") for k in _RUBRIC_CRITERIA]
-    if not any(weights):
+    if not any(rubric_weights(c.teacher).values()):
         problems.append(("teacher.weight_correctness", "the rubric weights must not all be 0"))
     return problems
 
 
-# rubric.CRITERIA, repeated because config is a leaf module (a test keeps them equal).
-_RUBRIC_CRITERIA = ("correctness", "quality", "idiomaticity", "efficiency", "documentation")
+def rubric_weights(teacher: TeacherConfig) -> dict[str, float]:
+    """Criterion -> weight, from the `weight_<criterion>` keys in their order: the one list of
+    the rubric's criteria (`rubric.CRITERIA` is read from here)."""
+    prefix = "weight_"
+    return {
+        f.name.removeprefix(prefix): getattr(teacher, f.name)
+        for f in dataclasses.fields(teacher)
+        if f.name.startswith(prefix)
+    }
 
 
 def _value_at(config: Config, key: str) -> Any:

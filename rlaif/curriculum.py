@@ -17,8 +17,8 @@ bucket has no task left to draw, the next harder bucket lends them, then the eas
 
 What a "success" is comes from `curriculum.success` (see `sample_success`). Dynamic sampling
 (DAPO, Yu et al. 2025) lives here on the sampler's side: `replacements(n)` gives fresh tasks for
-this step; the pipeline asks the whitening which groups teach nothing and regenerates those.
-`is_zero_variance` is that rule for a single reward per sample.
+this step; the pipeline asks the whitening (`algo.group_advantages`, the one rule) which groups
+teach nothing and regenerates those.
 
 Pure: no I/O, no clock; all randomness from one seeded `random.Random` whose state is part of
 `state()`, so a resumed run draws the same tasks.
@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import math
 import random
-import statistics
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -68,13 +67,6 @@ def sample_success(scored: Scored, config: CurriculumConfig) -> bool | None:
     if config.success == "tests":
         return scored.rust.all_tests_passed
     return scored.compiles
-
-
-def is_zero_variance(rewards: Sequence[float], eps: float) -> bool:
-    """A group whose known rewards are all equal (std <= eps, unbiased as the whitening uses)
-    gives every sample advantage 0 and teaches nothing; fewer than two known rewards too."""
-    known = [r for r in rewards if not math.isnan(r)]
-    return len(known) < 2 or statistics.stdev(known) <= eps
 
 
 def _match(step: list[_Draw], task_id: str, tasks: list[Task]) -> _Draw:

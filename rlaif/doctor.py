@@ -1,12 +1,17 @@
 """`python -m rlaif doctor`: is this machine ready to train with this config?
 
-Reports rustc and its version, clippy-driver, the device torch would use and its thread count,
-the teacher (provider, model, and whether its key variable is set: the key itself is never
-printed), and the cache folder with its size. `--online` also sends the teacher one cheap request
-(one attempt, no retries: the point is to see the failure) and reports its latency or its error.
+Reports rustc and its version, clippy-driver, the sandbox level `rust.sandbox` picks here
+(whether it cuts the network, what it leaves uncovered, and one known-good rustc job run through
+it), the device torch would use and its thread count, the teacher (provider, model, and whether
+its key variable is set: the key itself is never printed), and the cache folder with its size.
+`--online` also sends the teacher one cheap request (one attempt, no retries: the point is to see
+the failure) and reports its latency or its error.
 
-Each line is a `Check`; the exit code is 1 when a required one fails (rustc missing, a requested
-device absent, a required teacher without its key, or the online request failing), else 0.
+Each line is a `Check`; the exit code is 1 when a required one fails (rustc missing, a sandbox
+level that is not available or a job that fails in it, a requested device absent, a required
+teacher without its key, or the online request failing), else 0. `train` runs the same sandbox
+checks first and refuses to start when they fail: a run whose every rustc job fails would train
+blind.
 """
 
 from __future__ import annotations
@@ -22,7 +27,12 @@ from pathlib import Path
 import anyio
 
 from .config import Config
-from .rust import RustToolchainError, cpu_count, find_toolchain
+from .rust import RustJudge, RustToolchainError, Toolchain, cpu_count, find_toolchain
+from .sandbox_levels import Level, SandboxUnavailable, resolve
+
+# The known-good job that proves the sandbox works: it compiles, builds with its test, passes.
+SMOKE_CODE = "fn one() -> i32 { 1 }"
+SMOKE_TESTS = "#[test]\nfn one_is_one() { assert_eq!(one(), 1); }"
 
 
 @dataclass(frozen=True)
@@ -56,6 +66,43 @@ def check_rustc(config: Config) -> list[Check]:
     except (OSError, subprocess.SubprocessError) as exc:
         checks.append(Check("clippy-driver", False, f"{clippy} does not run: {exc}", False))
     return checks
+
+
+def sandbox_checks(config: Config, toolchain: Toolchain | None) -> tuple[Level | None, list[Check]]:
+    """The level `rust.sandbox` resolves to here (None when it cannot), its lines (level,
+    network, not covered), and a smoke job through it: a known-good program that must compile
+    and pass its test (never from the cache, which would prove nothing)."""
+    try:
+        level = resolve(config.rust.sandbox)
+    except SandboxUnavailable as exc:
+        return None, [Check("sandbox", False, str(exc))]
+    checks = [
+        Check("sandbox", True, level.lines()[0][1]),
+        Check("sandbox network", level.network_cut, level.lines()[1][1], required=False),
+        Check("sandbox not covered", not level.gaps, level.lines()[2][1], required=False),
+    ]
+    if toolchain is None:
+        return level, [*checks, Check("sandbox job", False, "not run: no rustc", False)]
+    judge = RustJudge(toolchain, dataclasses.replace(config.rust, sandbox=level.name), 1)
+    result = anyio.run(judge.judge, SMOKE_CODE, SMOKE_TESTS)
+    if result.all_tests_passed and result.sandbox_error is None:
+        detail = f"a known-good program compiled and passed its test in {result.seconds:.2f} s"
+        return level, [*checks, Check("sandbox job", True, detail)]
+    why = result.sandbox_error or result.log.strip()[-300:] or "its test did not pass"
+    detail = (
+        f"a known-good program failed at the {level.name} level: {why}. Every rustc job would "
+        "fail alike and the run would train blind; fix the error, or choose another level "
+        "with rust.sandbox"
+    )
+    return level, [*checks, Check("sandbox job", False, detail)]
+
+
+def check_sandbox(config: Config) -> list[Check]:
+    try:
+        toolchain = find_toolchain(config.rust.rustc)
+    except RustToolchainError:
+        toolchain = None
+    return sandbox_checks(config, toolchain)[1]
 
 
 def check_device(config: Config) -> list[Check]:
@@ -146,7 +193,8 @@ async def check_online(config: Config, environ: Mapping[str, str]) -> Check:
 def run_doctor(
     config: Config, online: bool, environ: Mapping[str, str] = os.environ
 ) -> list[Check]:
-    checks = [*check_rustc(config), *check_device(config), *check_teacher(config, environ)]
+    checks = [*check_rustc(config), *check_sandbox(config)]
+    checks += [*check_device(config), *check_teacher(config, environ)]
     checks += check_cache(config)
     if online:
         checks.append(anyio.run(check_online, config, environ))

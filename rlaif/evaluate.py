@@ -1,10 +1,12 @@
 """Evaluation: sample n completions per held-out task and report what rustc and the tests say.
 
 Reports, per difficulty and overall: parse, compile and test pass rates, mean compiler reward,
-and the unbiased pass@k of Chen et al. (2021). The teacher is not consulted: evaluation measures
-what the compiler and the hidden tests can check. Two models (a base model and a checkpoint, or
-two checkpoints) are evaluated on the same tasks with the same seed and shown side by side; the
-training loop calls `evaluate_policy` every `eval.every` steps for the eval_* metric columns.
+and the unbiased pass@k of Chen et al. (2021). Samples the sandbox could not judge are counted on
+their own (`sandbox_errors`, `abstained`), never as failures. The teacher is not consulted:
+evaluation measures what the compiler and the hidden tests can check. Two models (a base model
+and a checkpoint, or two checkpoints) are evaluated on the same tasks with the same seed and
+shown side by side; the training loop calls `evaluate_policy` every `eval.every` steps for the
+eval_* metric columns.
 `sample_records` gives one plain record per sample, for confidence intervals over tasks
 (`rlaif.stats`, `bench/learning.py`) and for reading what the model wrote.
 """
@@ -14,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,18 +26,25 @@ from rich.table import Table
 
 from .checkpoint import CheckpointError, latest_checkpoint
 from .config import Config
-from .metrics import sample_record
+from .metrics import TaskProgress, sample_record
 from .precision import autocast_context, pick_autocast
 from .rollout import ThreadPolicy, generate_and_score
 from .rust import RustJudge, Toolchain, default_concurrency, rust_cache
 from .scoring import Scorer
 from .stats import pass_at_k
 from .student import Generator, load_student, pick_device, pick_dtype
-from .types import DIFFICULTIES, Scored, Task
+from .types import DIFFICULTIES, Sample, Scored, Task
 
 
 def summarize(scored: list[Scored], n: int, ks: list[int]) -> dict[str, dict[str, float]]:
-    """Rows keyed by difficulty plus "all": rates over samples, pass@k averaged over tasks."""
+    """Rows keyed by difficulty plus "all": rates over samples, pass@k averaged over tasks.
+
+    A sample without a verdict (`sandbox_error`: the harness failed or rustc timed out) is
+    counted in `sandbox_errors` and left out of every rate and of pass@k, never counted as a
+    failure to parse, compile or pass; a NaN reward (every judge abstained) is counted in
+    `abstained` and left out of `mean_reward` (as `stats.task_values` and the training metrics
+    do). A task with fewer than k judged samples has no pass@k and is left out of its mean.
+    """
     by_task: dict[str, list[Scored]] = defaultdict(list)
     for s in scored:
         by_task[s.sample.task.id].append(s)
@@ -48,23 +58,41 @@ def summarize(scored: list[Scored], n: int, ks: list[int]) -> dict[str, dict[str
         if not groups:
             continue
         flat = [s for g in groups for s in g]
-        tests_total = sum(s.rust.tests_total for s in flat)
+        judged = [s for s in flat if s.rust.sandbox_error is None]
+        rewards = [s.reward for s in flat if not math.isnan(s.reward)]
+        tests_total = sum(s.rust.tests_total for s in judged)
         row = {
             "tasks": len(groups),
             "samples": len(flat),
-            "parse_rate": sum(s.rust.parsed for s in flat) / len(flat),
-            "compile_rate": sum(s.compiles for s in flat) / len(flat),
-            "test_pass_rate": sum(s.rust.tests_passed for s in flat) / tests_total
-            if tests_total
-            else 0.0,
-            "mean_reward": sum(s.reward for s in flat) / len(flat),
+            "sandbox_errors": len(flat) - len(judged),
+            "abstained": len(flat) - len(rewards),
+            "parse_rate": _rate(sum(s.rust.parsed for s in judged), len(judged)),
+            "compile_rate": _rate(sum(s.compiles for s in judged), len(judged)),
+            "test_pass_rate": _rate(sum(s.rust.tests_passed for s in judged), tests_total, 0.0),
+            "mean_reward": _rate(sum(rewards), len(rewards)),
         }
         for k in ks:
-            row[f"pass@{k}"] = sum(
-                pass_at_k(len(g), sum(s.rust.all_tests_passed for s in g), k) for g in groups
-            ) / len(groups)
+            values = [_task_pass_at_k(g, k) for g in groups]
+            row[f"pass@{k}"] = _mean_known(values)
         rows[name] = row
     return rows
+
+
+def _rate(num: float, den: float, empty: float = math.nan) -> float:
+    return num / den if den else empty
+
+
+def _task_pass_at_k(group: list[Scored], k: int) -> float:
+    """pass@k over the task's judged samples; NaN when fewer than k of them have a verdict."""
+    judged = [s for s in group if s.rust.sandbox_error is None]
+    if len(judged) < k:
+        return math.nan
+    return pass_at_k(len(judged), sum(s.rust.all_tests_passed for s in judged), k)
+
+
+def _mean_known(values: list[float]) -> float:
+    known = [v for v in values if not math.isnan(v)]
+    return sum(known) / len(known) if known else math.nan
 
 
 @dataclass(frozen=True)
@@ -82,20 +110,36 @@ async def evaluate_policy(
     ks: list[int],
     threads: ThreadPolicy,
     seed: int,
+    on_task: Callable[[], None] | None = None,
 ) -> EvalResult:
     """Sample and score n completions per task: rows by difficulty, timings, the samples.
 
     Sampling draws from a fork of the RNG seeded with `seed`: every evaluation of a run sees the
     same random stream (so two checkpoints differ by their weights, not their luck), and the
     training that surrounds a periodic evaluation draws exactly what it would have without it.
+    `on_task` is called as each task's samples come back scored (a progress display).
     """
     device = next(generator.model.parameters()).device
+    if on_task is not None:
+        scorer = _Reporting(scorer, on_task)
     with _forked_rng(device):
         torch.manual_seed(seed)
         scored, timings = await generate_and_score(
             generator, scorer, tasks, n, 0, generator.config.generate_batch_size, threads
         )
     return EvalResult(summarize(scored, n, ks), timings, scored)
+
+
+class _Reporting:
+    """A Scorer that calls `done()` after each group (one task's samples) it has scored."""
+
+    def __init__(self, scorer: Scorer, done: Callable[[], None]):
+        self.scorer, self.done = scorer, done
+
+    async def score(self, samples: list[Sample]) -> list[Scored]:
+        scored = await self.scorer.score(samples)
+        self.done()
+        return scored
 
 
 def _forked_rng(device: torch.device):
@@ -140,8 +184,13 @@ async def evaluate(
             f"evaluating {model} on {len(tasks)} tasks x {n} samples "
             f"(temperature {student.temperature})"
         )
-        result = await evaluate_policy(generator, scorer, tasks, n, ks, threads, config.run.seed)
+        with TaskProgress("eval", len(tasks), config.logging.progress, console) as progress:
+            result = await evaluate_policy(
+                generator, scorer, tasks, n, ks, threads, config.run.seed, progress.advance
+            )
         console.print(render_table(result.rows, ks, title=f"evaluation: {model}"))
+        if note := unjudged_note(result.rows["all"]):
+            console.print(note)
         gen, score = result.timings["gen"], result.timings["score"]
         console.print(f"generation {gen:.1f}s, scoring {score:.1f}s")
         results.append(result)
@@ -187,15 +236,17 @@ def sample_records(model: str, scored: list[Scored]) -> list[dict]:
     return records
 
 
+# Counts in a row, not rates: a comparison leaves them out.
+COUNTS = ("tasks", "samples", "sandbox_errors", "abstained")
+
+
 def compare(
     before: dict[str, dict[str, float]], after: dict[str, dict[str, float]]
 ) -> dict[str, dict[str, float]]:
     """after - before, for every difficulty and rate both have."""
     return {
         name: {
-            key: after[name][key] - before[name][key]
-            for key in before[name]
-            if key not in ("tasks", "samples")
+            key: after[name][key] - before[name][key] for key in before[name] if key not in COUNTS
         }
         for name in before
         if name in after
@@ -241,6 +292,21 @@ def render_table(
             column.removesuffix("_rate").replace("test_pass", "tests"), justify="right"
         )
     for name, row in rows.items():
-        cells = [f"{row[c]:.3f}" if isinstance(row[c], float) else str(row[c]) for c in columns]
-        table.add_row(name, *cells)
+        table.add_row(name, *(_shown(row[c]) for c in columns))
     return table
+
+
+def unjudged_note(row: dict[str, float]) -> str:
+    """A line saying how many samples had no verdict (left out of the rates), or ""."""
+    if not row["sandbox_errors"] and not row["abstained"]:
+        return ""
+    return (
+        f"{row['sandbox_errors']} sample(s) without a verdict (sandbox error or rustc timeout) "
+        f"and {row['abstained']} without a reward: left out of the rates and the mean, not failed"
+    )
+
+
+def _shown(value: float) -> str:
+    if isinstance(value, int):
+        return str(value)
+    return "n/a" if math.isnan(value) else f"{value:.3f}"

@@ -3,14 +3,14 @@
 metrics.csv starts with the seed's columns (iteration, avg_reward, reward_std,
 compile_success_rate, parse_success_rate, policy_loss, kl, grad_norm), so tools that read the seed's
 `rl_training.log` read ours; the rest follow. metrics.jsonl carries the same rows. Every file is
-flushed after each step, so a crash loses at most the step in flight.
+flushed after each step, so a crash loses at most the step in flight. The JSON files are strict
+JSON: a NaN (an abstention, an empty mean) is written as null (`strict_json`).
 """
 
 from __future__ import annotations
 
 import csv
 import dataclasses
-import json
 import math
 import statistics
 import time
@@ -19,11 +19,17 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
-from .types import Scored
-
-NOT_JUDGED = ("off", "not sent: did not compile")  # rewards.TEACHER_OFF, teacher.NOT_COMPILED
+from . import strict_json
+from .types import RustResult, Scored
 
 SEED_COLUMNS = (
     "iteration",
@@ -93,7 +99,7 @@ def score_metrics(scored: list[Scored]) -> dict[str, float]:
     with_tests = [s.rust for s in scored if s.rust.tests_total]
     # Samples the teacher never saw (off, or not sent because they did not compile) are not its
     # abstentions.
-    judged = [s.judgement for s in scored if s.judgement.abstained not in NOT_JUDGED]
+    judged = [s.judgement for s in scored if s.judgement.asked]
     teacher_scores = [j.score for j in judged if not math.isnan(j.score)]
     n = len(scored)
     return {
@@ -111,7 +117,10 @@ def score_metrics(scored: list[Scored]) -> dict[str, float]:
         "finished_rate": sum(s.sample.finished for s in scored) / n,
         "completion_tokens_mean": _mean([len(s.sample.completion_ids) for s in scored]),
         "rust_errors_mean": _mean([s.rust.errors for s in scored]),
+        # Every timeout; those of rustc itself also count as sandbox errors (no verdict, NaN
+        # rust terms), while a test binary's (an endless loop) is a failed test.
         "rust_timeouts": sum(s.rust.timed_out for s in scored),
+        "rust_compile_timeouts": sum(_compile_timeout(s.rust) for s in scored),
         "rust_sandbox_errors": sum(s.rust.sandbox_error is not None for s in scored),
         "rust_cached_rate": sum(s.rust.cached for s in scored) / n,
         "clippy_lints_mean": _mean([s.rust.clippy_lints for s in scored if s.rust.clippy_ran]),
@@ -122,6 +131,11 @@ def score_metrics(scored: list[Scored]) -> dict[str, float]:
         # Samples scored as no code because the task's functions are placeholders (rewards.py).
         "placeholder_rate": sum(s.placeholder for s in scored) / n,
     }
+
+
+def _compile_timeout(rust: RustResult) -> bool:
+    """rustc ran out of time (check or test build): an abstention, not broken code."""
+    return rust.timed_out and rust.sandbox_error is not None
 
 
 def _mean(values: list[float]) -> float:
@@ -161,7 +175,7 @@ class RunLogger:
         ordered = {c: row.get(c) for c in self._columns}
         ordered.update((k, v) for k, v in row.items() if k not in ordered)
         with (self.run_dir / "metrics.jsonl").open("a") as f:
-            f.write(json.dumps(ordered, allow_nan=True) + "\n")
+            f.write(strict_json.dumps(ordered) + "\n")
         self.rows += 1
         if self.tensorboard:
             self._log_tensorboard(row)
@@ -200,7 +214,7 @@ class RunLogger:
         with (self.run_dir / "samples.jsonl").open("a") as f:
             for item, advantage, process in zip(scored, advantages, processes, strict=True):
                 record = sample_record(step, item, advantage, process)
-                f.write(json.dumps(record, allow_nan=True) + "\n")
+                f.write(strict_json.dumps(record) + "\n")
 
 
 def tensorboard_tag(key: str) -> str:
@@ -249,6 +263,45 @@ def _cell(value) -> str:
     if isinstance(value, float):
         return f"{value:.6g}"
     return str(value)
+
+
+class TaskProgress:
+    """Tasks done out of a total, for work that takes minutes (an evaluation): a rich bar with
+    elapsed time and ETA on a terminal; elsewhere a plain line at every tenth of the way."""
+
+    def __init__(self, label: str, total: int, enabled: bool, console: Console):
+        self.console, self.label, self.total = console, label, total
+        self.enabled = enabled
+        self.live = enabled and console.is_terminal
+        self.progress = Progress(
+            TextColumn(f"[bold]{label}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("tasks"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=console,
+            disable=not self.live,
+        )
+        self.task = self.progress.add_task(label, total=total)
+        self.done = 0
+        self._started = time.perf_counter()
+
+    def __enter__(self) -> TaskProgress:
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.progress.__exit__(*exc)
+
+    def advance(self) -> None:
+        """One more task done (called on the event loop, as each task's samples are scored)."""
+        self.done += 1
+        self.progress.update(self.task, advance=1)
+        tenth = max(1, self.total // 10)
+        if self.enabled and not self.live and (self.done % tenth == 0 or self.done == self.total):
+            elapsed = time.perf_counter() - self._started
+            self.console.print(f"{self.label}: {self.done}/{self.total} tasks ({elapsed:.0f}s)")
 
 
 class StepProgress:

@@ -136,7 +136,7 @@ REGISTRY: dict[str, OfflineModel] = {
             size=98362432,
             sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
             parameters=134_515_008,
-            folder="smollm2-135m-instruct",  # the default config's student.model
+            folder="smollm2-135m-instruct",  # where earlier releases put the default student
         ),
         OfflineModel(
             name="qwen2.5-coder-0.5b",
@@ -148,7 +148,7 @@ REGISTRY: dict[str, OfflineModel] = {
             size=491_400_064,
             sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
             parameters=494_032_768,
-            folder="qwen2.5-coder-0.5b",
+            folder="qwen2.5-coder-0.5b",  # the default config's student.model
             bos_token=False,
         ),
         OfflineModel(
@@ -168,7 +168,7 @@ REGISTRY: dict[str, OfflineModel] = {
         ),
     )
 }
-DEFAULT_NAME = "smollm2-135m"
+DEFAULT_NAME = "qwen2.5-coder-0.5b"
 
 
 def get(name: str) -> OfflineModel:

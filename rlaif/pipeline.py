@@ -34,6 +34,7 @@ import anyio
 from rich.console import Console
 
 from . import config as config_module
+from .blind import BlindGuard
 from .checkpoint import remove_after
 from .config import Config, ConfigError
 from .metrics import StepProgress
@@ -110,6 +111,7 @@ class Pipeline:
         self._ahead: deque[Batch] = deque()  # generated, not yet trained on
         self._next = 1  # the next step to generate
         self._rollout: Rollout | None = None
+        self.blind = BlindGuard(self.config.run.max_blind_steps, self.config.teacher.required)
 
     async def steps(self, first: int, teacher: Teacher | None) -> int:
         """Run steps `first`..last; returns the last step whose update was applied."""
@@ -127,6 +129,8 @@ class Pipeline:
                         if batch is None or self._stopping():
                             break
                         groups, dropped, made_by, times = batch
+                        # Raises before the update once no judge answered for K steps (blind.py).
+                        self.blind.observe(iteration, [s for g in groups + dropped for s in g])
                         trained = time.perf_counter()
                         row = await run.learn(iteration, groups, dropped, made_by)
                         train_seconds = time.perf_counter() - trained
@@ -140,7 +144,8 @@ class Pipeline:
                         if run.logger is not None:
                             run.logger.log_step(row)
                         progress.advance(row)
-                        if self.schedule.checkpointed(iteration) and iteration < last:
+                        due = self.schedule.checkpointed(iteration) and iteration < last
+                        if due and not self.blind.blind:  # no checkpoint of blind steps
                             await self.save(iteration)
                         if self._budget_stop(teacher, iteration) or self._stopping():
                             break

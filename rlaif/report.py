@@ -27,6 +27,7 @@ import yaml
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from . import strict_json
 from .checkpoint import list_checkpoints
 
 TOP = 3  # best and worst completions shown
@@ -144,7 +145,7 @@ def _add_sample(stats: SampleStats, record: dict) -> None:
 
 
 def _num(value) -> float:
-    return float(value) if isinstance(value, int | float) else math.nan
+    return strict_json.number(value)  # null (written for NaN) and empty cells are NaN
 
 
 def series(metrics: list[dict], key: str) -> tuple[list[int], list[float]]:

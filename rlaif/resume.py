@@ -39,6 +39,7 @@ from .types import Task
 RESUMABLE = (
     "run.name",
     "run.output_dir",
+    "run.max_blind_steps",
     "trainer.max_steps",
     "student.device",
     "teacher.api_key_env",
@@ -58,6 +59,7 @@ RESUMABLE = (
     "teacher.on_budget",
     "rust.rustc",
     "rust.concurrency",
+    "rust.sandbox",  # the machine's confinement, like the rustc path
     "data.eval",
     "logging.",
     "checkpoint.",

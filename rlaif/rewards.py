@@ -54,11 +54,10 @@ import math
 
 from .config import RewardsConfig
 from .rust_ast import AstMetrics
-from .types import Judgement, RustResult
+from .types import TEACHER_OFF, Judgement, RustResult
 
 RUST_TERMS = ("parse", "compile", "errors", "warnings", "unused", "clippy", "tests", "all_tests")
 AST_TERMS = ("structure", "quality", "idioms", "complexity")
-TEACHER_OFF = "off"
 
 
 def reward_terms(

@@ -29,10 +29,12 @@ import math
 import re
 from collections.abc import Mapping
 
+from .config import TeacherConfig, rubric_weights
 from .types import Judgement, RustResult, Task
 
 RUBRIC_VERSION = "2026-11-22.1"
-CRITERIA = ("correctness", "quality", "idiomaticity", "efficiency", "documentation")
+# correctness, quality, idiomaticity, efficiency, documentation: the config's weight_* keys.
+CRITERIA = tuple(rubric_weights(TeacherConfig()))
 # The key under which a lone-number reply is kept (it has no per-criterion scores).
 OVERALL = "overall"
 
@@ -153,11 +155,3 @@ def score_verdict(raw: Mapping, weights: Mapping[str, float], finished: bool) ->
         scores["correctness"] = 0.0
     score = sum(w[c] * scores[c] for c in CRITERIA) / 10.0
     return Judgement(score=score, scores=scores, reason=str(raw.get("reason", "")))
-
-
-def parse_verdict(text: str, weights: Mapping[str, float], finished: bool = True) -> Judgement:
-    """A Judgement from the teacher's reply, or an abstention saying why it could not be read."""
-    raw = read_verdict(text)
-    if isinstance(raw, str):
-        return Judgement(abstained=raw)
-    return score_verdict(raw, weights, finished)

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 from rich.console import Console
 
-from .algo import batch_normalize, group_advantages
+from .algo import abstained, batch_normalize, group_advantages
 from .checkpoint import (
     Checkpoint,
     load_checkpoint,
@@ -40,7 +40,14 @@ from .rust import RustJudge, Toolchain, default_concurrency, rust_cache
 from .scoring import Scorer
 from .student import Generator, load_student, pick_device, pick_dtype
 from .teacher import Teacher
-from .trainer import Trainer, gather_lists, make_accelerator, process_share, share_bounds
+from .trainer import (
+    Trainer,
+    gather_lists,
+    make_accelerator,
+    process_share,
+    share_bounds,
+    update_objective,
+)
 from .types import Scored, Task
 
 Groups = list[list[Scored]]
@@ -128,6 +135,7 @@ class Run:
             f"rustc jobs: {rust_jobs}; torch threads: {threads}"
             + (f"; processes: {acc.num_processes}" if acc.num_processes > 1 else "")
         )
+        console.print(f"update: {update_objective(config)}")
 
     def rollout(self, scoring) -> Rollout:
         """A Rollout whose scoring runs in the task group `scoring`."""
@@ -190,7 +198,9 @@ class Run:
             rewards, cfg.whiten_eps, cfg.advantage_mode
         )  # [B, G], [B]
         if cfg.batch_normalize:
-            advantages = batch_normalize(advantages, zero_std, cfg.whiten_eps)  # [B, G]
+            advantages = batch_normalize(
+                advantages, zero_std, cfg.whiten_eps, abstained(rewards)
+            )  # [B, G]
         flat_adv = advantages.flatten().tolist()
         # Each process trains on an equal contiguous share of the batch's groups.
         train_groups, first_group = process_share(groups, acc)

@@ -1,6 +1,7 @@
 """One rustc job per sample: check and lint the code, then build and run the task's hidden tests.
 
-A job is up to four sandboxed processes (see `sandbox.py`), each inside the job's own jail:
+A job is up to four sandboxed processes, each confined at the level `rust.sandbox` picks (see
+`sandbox.py` for what each level covers):
 1. check: `rustc --emit=metadata --error-format=json`, or `clippy-driver` with the same flags when
    `rust.clippy` is on. clippy-driver is rustc with clippy's lint passes added, so one process
    gives rustc's diagnostics and clippy's lints (measured: at most ~20 ms a job, where a
@@ -13,20 +14,23 @@ A job is up to four sandboxed processes (see `sandbox.py`), each inside the job'
 3. test build, skipped when the check failed. Harness "libtest": the code plus the tests inside
    `mod rlaif_hidden_tests { use super::*; ... }`, built with `rustc --test`. Harness "main"
    (MultiPL-E): the code followed by the task's `fn main()` of asserts, built as a program;
-4. test run, under CPU, memory, file-size and process limits, without network. libtest runs only
-   the hidden module (tests the student wrote itself do not count); a "main" program is one test
-   that passes when it exits with 0.
+4. test run, under CPU, memory, file-size and process limits, without network where the level
+   cuts it. libtest runs only the hidden module (tests the student wrote itself do not count); a
+   "main" program is one test that passes when it exits with 0.
 
 Compile-time reads: `include!`, `include_str!`, `include_bytes!` and `#[path = ...]` make rustc
 read files. Code that names them is refused before rustc runs (`RustResult.rejected`). Whatever
-slips past that scan still runs in the jail: rustc is an unprivileged uid there and sees only
-files every user can read, the job dir and the toolchain. `env!` and `option_env!` read rustc's
+slips past that scan still runs in the sandbox: at the namespaces level rustc is an unprivileged
+uid that sees only files every user can read, the job dir and the toolchain (the posix and
+seatbelt levels leave reads open). `env!` and `option_env!` read rustc's
 environment, which is the scrubbed one (no API keys), so they are left alone.
 
 Expected failures (syntax errors, failing tests, timeouts, refusals) are fields of the returned
-`RustResult`; `sandbox_error` is set only when the harness itself failed, so that the sample is
-left out of the reward rather than scored as bad code. Results are cached by everything that can
-change them (`cache_key_for`); timeouts and sandbox errors are not cached (load can cause them).
+`RustResult`; `sandbox_error` is set only when no verdict could be had, so that the sample is
+left out of the reward rather than scored as bad code: the harness itself failed, or rustc ran
+out of time (`timed_out` too; under load that says nothing about the code). A test binary that
+runs out of time is a failed test. Results are cached by everything that can change them
+(`cache_key_for`); timeouts and sandbox errors are not cached (load can cause them).
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ from . import sandbox
 from .cache import InFlight, ResultCache, cache_key
 from .config import CacheConfig, RustConfig
 from .sandbox import Limits, ProcessResult, run_sandboxed, scrubbed_env
+from .sandbox_levels import resolve
 from .types import RustResult
 
 HIDDEN_TESTS_MODULE = "rlaif_hidden_tests"
@@ -164,6 +169,7 @@ class RustJudge:
         self.limiter = anyio.CapacityLimiter(concurrency)
         self.cache = cache
         self.use_clippy = config.clippy and toolchain.clippy is not None
+        self.level = resolve(config.sandbox)  # SandboxUnavailable: never a quiet step down
         self._in_flight = InFlight()  # identical jobs at once run once
         self._bin_dir = str(Path(toolchain.rustc).parent)
 
@@ -173,13 +179,14 @@ class RustJudge:
         return int(self.limiter.borrowed_tokens)
 
     def cache_key_for(self, code: str, tests: str, harness: str) -> str:
-        """Everything that can change a result: toolchain, flags, limits, harness, code, tests."""
+        """Everything that can change a result: toolchain, flags, limits and the sandbox level
+        that enforces them (macOS ignores the memory limit), harness, code, tests."""
         c = self.config
         return cache_key(
             CACHE_SCHEMA,
             self.toolchain.version,
             [CHECK_FLAGS, BUILD_FLAGS, c.edition, self.use_clippy],
-            [c.timeout_s, c.test_cpu_s, c.test_memory_mb, c.test_processes],
+            [c.timeout_s, c.test_cpu_s, c.test_memory_mb, c.test_processes, self.level.name],
             harness,
             code,
             tests,
@@ -197,21 +204,23 @@ class RustJudge:
             async with self.limiter:
                 return await self._job_in_sandbox(code, tests, harness)
         key = self.cache_key_for(code, tests, harness)
-        await self._in_flight.wait(key)  # the same code is being judged now: use its result
-        stored = self.cache.get(key)
+        # The same code being judged now: its result. The cache is read and written off the
+        # event loop (`ResultCache.aget`), so a slow disk stalls this job only.
+        stored = await self._in_flight.lookup(key, self.cache.aread)
+        self.cache.count(stored)
         if stored is not None:
             return dataclasses.replace(result_from_dict(stored), cached=True)
         with self._in_flight.claim(key):
             async with self.limiter:
                 result = await self._job_in_sandbox(code, tests, harness)
             if _cacheable(result):
-                self.cache.set(key, dataclasses.asdict(result))
+                await self.cache.aset(key, dataclasses.asdict(result))
         return result
 
     async def _job_in_sandbox(self, code: str, tests: str, harness: str) -> RustResult:
         try:
             kept = (self.toolchain.sysroot,) if self.toolchain.sysroot else ()
-            with sandbox.job("rlaif-rust-", read_only=kept) as job:
+            with sandbox.job(self.level, "rlaif-rust-", read_only=kept) as job:
                 return await _Job(self, job, code, tests, harness).run()
         except (OSError, RuntimeError) as exc:
             return RustResult(sandbox_error=f"{type(exc).__name__}: {exc}")
@@ -254,12 +263,10 @@ class _Job:
         tool = self.judge.toolchain.clippy if self.judge.use_clippy else None
         check = await self.rustc(source, *crate, *CHECK_FLAGS, binary=tool)
         self.fields["check"] = check.seconds
-        if check.timed_out or check.output_capped:
-            return self.result(
-                timed_out=check.timed_out,
-                output_capped=check.output_capped,
-                log=f"check stopped: {'timeout' if check.timed_out else 'output'}",
-            )
+        if check.timed_out:
+            return self.rustc_timed_out("check")
+        if check.output_capped:
+            return self.result(output_capped=True, log="check stopped: output")
         diagnostics = parse_diagnostics(check.stderr)
         if main:
             # Lints inside the task's own `fn main` are not the student's doing; errors there are
@@ -306,9 +313,11 @@ class _Job:
             build = await self.rustc(main_source, "-o", "main", *BUILD_FLAGS)
             argv = [str(Path(self.job.workdir) / "main")]
         self.fields.update(build=build.seconds, tests_total=total)
+        if build.timed_out:
+            return self.rustc_timed_out("test build")
         if build.returncode != 0:
             # The code type-checks alone but not against the tests: wrong signature or types.
-            return self.result(timed_out=build.timed_out, log=("test build: " + build.stderr))
+            return self.result(log="test build: " + build.stderr)
         self.fields.update(tests_built=True)
         c = self.config
         run = await run_sandboxed(
@@ -340,6 +349,14 @@ class _Job:
             output_capped=run.output_capped,
             log=log,
         )
+
+    def rustc_timed_out(self, stage: str) -> RustResult:
+        """rustc itself ran out of time: on a loaded machine that says nothing about the code,
+        so the verdict is unknown (`sandbox_error`: the rust terms abstain, NaN) rather than
+        broken code, and it is not cached. A test binary that runs out of time is the code's
+        doing (an endless loop) and stays a failed test."""
+        reason = f"rustc timed out in the {stage} after {self.config.timeout_s:g} s"
+        return self.result(timed_out=True, sandbox_error=reason, log=reason)
 
     async def rustc(
         self, source: str, *flags: str, binary: str | None = None, env: dict | None = None

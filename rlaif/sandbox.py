@@ -1,80 +1,76 @@
-"""Run one untrusted process: a jail, a scrubbed environment, limits, a timeout, capped output.
+"""Run one untrusted process: confined, limited, timed out, its output capped, its env scrubbed.
 
 Everything that compiles or runs model-written code goes through `run_sandboxed`, inside a `Job`
-(a temp dir of its own, removed afterwards, and an unprivileged uid of its own).
+(a temp dir of its own, removed afterwards). How far a job is confined depends on the level
+`rust.sandbox` picks (`sandbox_levels.resolve`: `auto` takes the strongest available, a named
+level that is not available is an error):
 
-Two levels, picked once per process by probing what the OS allows (`jail_level()`):
+| property                        | namespaces (Linux root) | seatbelt (macOS)  | posix (POSIX)  |
+| ------------------------------- | ----------------------- | ----------------- | -------------- |
+| wall-clock timeout, group kill  | yes                     | yes               | yes            |
+| CPU s, file size, no core files | yes (prlimit)           | yes (setrlimit)   | yes (setrlimit)|
+| scrubbed env, capped output     | yes                     | yes               | yes            |
+| address space (`memory`)        | yes                     | no: macOS ignores | yes; not macOS |
+| processes                       | yes: a uid of its own   | yes: yours + N    | yes: yours + N*|
+| threads                         | yes                     | no: macOS counts  | yes; not macOS |
+|                                 |                         | processes only    |                |
+| network                         | cut: netns              | cut: profile      | NOT cut        |
+| writes outside the job dir      | vanish with the job     | denied: profile   | NOT confined   |
+| reads of the account's files    | hidden (own uid, tmpfs) | NOT confined      | NOT confined   |
+| a process leaving the group     | dies (PID namespace)    | survives          | survives       |
 
-"namespaces" (root, with `unshare` and `setpriv`; the project's machines):
-- Processes: a fresh PID namespace (`unshare --pid --fork --kill-child`). When the namespace's
-  first process (a `sh` that waits for the command) dies, the kernel kills every process left
-  in it, so nothing survives a job, even a process that left its group with setsid(); a killed
-  jail returns only once no process of the job's uid is left. `unshare` itself gets a parent-death
-  signal, so a job dies with the process that started it even when that one is killed outright.
-  RLIMIT_NPROC does not bind root, so the command runs as a uid of its own (`setpriv`), one per
-  concurrent job, where the `processes` limit does bind: a fork bomb or a thread explosion hits
-  EAGAIN (measured: tests/test_sandbox.py) and cannot starve other jobs of their slots.
-- Files: a private mount namespace in which /tmp, /var/tmp, /dev/shm, /run, /home and /root are
-  empty tmpfs mounts that vanish with the job; only the job dir (read-write) and the toolchain
-  (read-only) are bound back in, all by one `mount -a` from a root-only fstab beside the job dir.
-  As an unprivileged uid the command cannot write anywhere else that outlives the job, nor read
-  root-only files (API key files in /root, other processes' environments). It can read what
-  every user can read (/etc/passwd, world-readable files of the project).
-- Cost: 20 to 60 ms a job of three or four jailed processes on a busy 2-core machine
-  (bench/RESULTS.md).
-- Network: a fresh network namespace (only an unconfigured loopback) when `no_network` is set.
+(* not as root: RLIMIT_NPROC does not bind root, so as root only the timeout and the group kill
+bound a fork bomb; `sandbox_levels.gaps` lists it and `doctor` prints it.)
 
-"basic" (anything else, e.g. a developer's unprivileged account): the host's filesystem and
-processes; network isolation via `unshare --user --net` where user namespaces are allowed.
-RLIMIT_NPROC binds a non-root user, but it counts every process and thread the user already runs
-(a desktop session has hundreds), so there the limit is set to that count plus `processes`:
-a fork bomb still stops, a little later, and concurrent jobs share the headroom. As root outside
-the jail, nothing limits processes: only the timeout and the process-group kill remain.
+"namespaces" (jail.py): fresh PID, mount and network namespaces per process, the command as a
+uid of its own, /tmp, /var/tmp, /dev/shm, /run, /home and /root replaced by empty tmpfs mounts,
+only the job dir and the toolchain bound back in; limits through util-linux `prlimit`.
 
-At both levels:
-- Environment: only PATH, HOME, TMPDIR and LANG (HOME and TMPDIR point at the job dir), so API
-  keys and user secrets in the parent's environment are not visible.
-- Time: a wall-clock timeout; the process runs in a new session and its whole process group is
-  SIGKILLed at the timeout, on cancellation, and once more after it exits.
-- Resources (`Limits`, through util-linux `prlimit`): CPU seconds, address space, file size and
-  processes (threads count as processes).
-- Output: stdout and stderr are each capped; a process that floods them is killed.
+"posix" (limited_exec.py): what any POSIX system gives an ordinary account, after OpenAI
+human-eval's `reliability_guard` and nanochat's `execution.py`: limits set in the child by
+`resource.setrlimit` (a fresh interpreter that then execs the command), a new session whose
+process group is SIGKILLed at the timeout, on cancellation and once more after the command
+exits; no `prlimit`, nothing read from /proc. RLIMIT_NPROC counts every process of the account
+(on Linux every thread too), so it is set to what the account runs now (counted with `ps`) plus
+`processes`: a fork bomb still stops, a little later, and concurrent jobs share the headroom.
+Like human-eval's guard, it is not a security sandbox: the code runs as you, on your files.
 
-Not covered: memory and process counts by cgroup (this machine has cgroup v1 controllers, but the
-host's cgroup tree is left alone: the address-space limit and a uid per job give the bounds),
-disk use of the job dir beyond the per-file limit, a job's CPU time summed over its processes
-(RLIMIT_CPU is per process; the wall-clock timeout bounds the rest), reading world-readable
-files, and kernel exploits.
+"seatbelt" (seatbelt.py; UNTESTED ON A MAC): posix, plus macOS `sandbox-exec` with a profile
+that denies every network operation and every write outside the job dir.
+
+At every level: the environment holds only PATH, HOME, TMPDIR and LANG (HOME and TMPDIR point
+at the job dir), so API keys and secrets in the parent's environment are not visible; stdout and
+stderr are each capped and a process that floods them is killed. Not covered anywhere: memory
+and process counts by cgroup (the host's cgroup tree is left alone), disk use of the job dir
+beyond the per-file limit, a job's CPU time summed over its processes (RLIMIT_CPU is per
+process; the wall clock bounds the rest), reading world-readable files, and kernel exploits.
+A harness that fails (a jail that cannot be set up, a limit that cannot be set) raises
+RuntimeError rather than returning a result: the caller must not score it as the code's fault.
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
-import itertools
+import dataclasses
 import os
-import shlex
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import anyio
 from anyio.abc import ByteReceiveStream
 
+from . import jail, seatbelt
+from .sandbox_levels import Level
+
 SAFE_PATH = "/usr/local/bin:/usr/bin:/bin"
-# Emptied (a fresh tmpfs each) inside the jail: the world-writable dirs and the homes.
-HIDDEN_DIRS = ("/tmp", "/var/tmp", "/dev/shm", "/run", "/home", "/root")
-TMPFS_MB = 64  # size of each of those tmpfs mounts
-# Job uids: far above any real account, and per parent process, so that two trainers on one
-# host do not share a uid (RLIMIT_NPROC counts a uid's processes host-wide).
-UID_BASE = 1_500_000_000
-UIDS_PER_PROCESS = 1000
-READY_FILE = "jail-ready"
+LIMITED_EXEC = str(Path(__file__).with_name("limited_exec.py"))
 
 
 @dataclass(frozen=True)
@@ -99,15 +95,16 @@ class ProcessResult:
 
 @dataclass(frozen=True)
 class Job:
-    """One job's own temp dir and uid (uid None at the basic level: the caller's own).
+    """One job's own temp dir, at one level; `uid` and `fstab` only at the namespaces level.
 
-    At the namespace level the job's tree is `base/` (root's, 0711) holding `work/` (the job
-    uid's: the only place its processes may write) and `jail.fstab` (root's, 0600: the mounts
-    of the jail, out of the job's reach).
+    There the job's tree is `base/` (root's, 0711) holding `work/` (the job uid's: the only place
+    its processes may write) and `jail.fstab` (root's, 0600: the mounts of the jail, out of the
+    job's reach). At the other levels `workdir` is the temp dir itself.
     """
 
     workdir: str
-    uid: int | None
+    level: str = "posix"
+    uid: int | None = None
     fstab: str | None = None
 
 
@@ -117,197 +114,35 @@ def scrubbed_env(workdir: str, extra_path: str | None = None, **extra: str) -> d
     return {"PATH": path, "HOME": workdir, "TMPDIR": workdir, "LANG": "C.UTF-8", **extra}
 
 
-_uid_lock = threading.Lock()
-_uids_in_use: set[int] = set()
-
-
 @contextlib.contextmanager
-def job(prefix: str = "rlaif-job-", read_only: tuple[str, ...] = ()) -> Iterator[Job]:
-    """A fresh temp dir owned by a fresh uid; both are released (dir removed) on exit.
+def job(level: Level, prefix: str = "rlaif-job-", read_only: tuple[str, ...] = ()) -> Iterator[Job]:
+    """A fresh temp dir (and at the namespaces level a fresh uid); removed (released) on exit.
 
-    `read_only` names directories (the toolchain) that the jail keeps visible, read-only."""
+    `read_only` names directories (the toolchain) that the namespace jail keeps visible,
+    read-only; the other levels leave the filesystem as it is."""
     base = tempfile.mkdtemp(prefix=prefix)
-    uid = _take_uid() if jail_level() == "namespaces" else None
+    uid = jail.take_uid() if level.name == "namespaces" else None
     try:
         if uid is None:
-            yield Job(base, None)
+            yield Job(base, level.name)
             return
-        os.chmod(base, 0o711)
-        workdir = os.path.join(base, "work")
-        os.mkdir(workdir, 0o700)
-        os.chown(workdir, uid, uid)
-        fstab = os.path.join(base, "jail.fstab")
-        with open(os.open(fstab, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as f:
-            f.write(_jail_fstab(workdir, read_only))
-        yield Job(workdir, uid, fstab)
+        workdir, fstab = jail.prepare(base, uid, read_only)
+        yield Job(workdir, level.name, uid, fstab)
     finally:
-        shutil.rmtree(base, ignore_errors=True)
+        _remove_tree(base)
         if uid is not None:
-            with _uid_lock:
-                _uids_in_use.discard(uid)
+            jail.release_uid(uid)
 
 
-def _take_uid() -> int:
-    base = UID_BASE + (os.getpid() % 1000) * UIDS_PER_PROCESS
-    with _uid_lock:
-        for uid in itertools.count(base):
-            if uid not in _uids_in_use:
-                _uids_in_use.add(uid)
-                return uid
-    raise AssertionError("unreachable")
-
-
-@functools.cache
-def jail_level() -> str:
-    """'namespaces' where this process may build the full jail, else 'basic' (probed once)."""
-    unshare, setpriv = shutil.which("unshare"), shutil.which("setpriv")
-    if os.geteuid() != 0 or unshare is None or setpriv is None:
-        return "basic"
-    probe = [
-        unshare,
-        *_NAMESPACE_FLAGS,
-        "--net",
-        "/bin/sh",
-        "-c",
-        f"mount -t tmpfs -o size=1m tmpfs /tmp && exec {setpriv} --reuid={UID_BASE} "
-        f"--regid={UID_BASE} --clear-groups true",
-    ]
-    try:
-        ok = subprocess.run(probe, capture_output=True, timeout=20).returncode == 0
-    except (OSError, subprocess.TimeoutExpired):
-        ok = False
-    return "namespaces" if ok else "basic"
-
-
-_NAMESPACE_FLAGS = ("--pid", "--fork", "--kill-child", "--mount-proc", "--propagation", "private")
-
-
-@functools.cache
-def network_isolation_prefix() -> tuple[str, ...]:
-    """At the basic level: the prefix that runs a process without network, or () if refused."""
-    unshare = shutil.which("unshare")
-    if unshare is None:
-        return ()
-    for prefix in ((unshare, "--net"), (unshare, "--user", "--map-root-user", "--net")):
-        try:
-            ok = subprocess.run([*prefix, "true"], capture_output=True, timeout=10).returncode == 0
-        except (OSError, subprocess.TimeoutExpired):
-            ok = False
-        if ok:
-            return prefix
-    return ()
-
-
-def _limit_args(limits: Limits, own_uid: bool) -> list[str]:
-    prlimit = shutil.which("prlimit")
-    if prlimit is None:
-        raise RuntimeError(
-            "util-linux `prlimit` is needed to limit sandboxed processes; install util-linux"
-        )
-    args = [prlimit]
-    if limits.cpu_s is not None:
-        # Soft limit N sends SIGXCPU (which callers read as "out of CPU time"); hard N+1 kills.
-        args.append(f"--cpu={limits.cpu_s}:{limits.cpu_s + 1}")
-    if limits.memory_mb is not None:
-        args.append(f"--as={limits.memory_mb * 2**20}")
-    if limits.file_mb is not None:
-        args.append(f"--fsize={limits.file_mb * 2**20}")
-    if limits.processes is not None:
-        # A uid of its own starts from zero; the caller's uid already runs tasks of its own.
-        base = 0 if own_uid else tasks_of_uid(os.geteuid())
-        args.append(f"--nproc={base + limits.processes}")
-    return [*args, "--"]
-
-
-def tasks_of_uid(uid: int) -> int:
-    """Processes and threads `uid` runs now (what RLIMIT_NPROC counts), from /proc."""
-    count = 0
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            if entry.stat().st_uid == uid:
-                count += len(os.listdir(f"/proc/{entry.name}/task"))
-        except OSError:
-            continue  # exited while we looked
-    return count
-
-
-def _jail_fstab(workdir: str, read_only: tuple[str, ...]) -> str:
-    """The jail's mounts, in order, as one fstab for a single `mount -a` (one process, not ten).
-
-    First an empty tmpfs over each of HIDDEN_DIRS, then the kept directories bound back at their
-    own paths from /proc/self/fd/N: the jail's shell opens them (fd 3, 4, ...) before the tmpfs
-    mounts hide their names, and the fd still points at the real directory. `mount -a` reads the
-    whole table before mounting, so the table may itself live in a hidden directory.
-    """
-
-    def field(path: str) -> str:  # fstab escapes whitespace as octal
-        return path.replace("\\", "\\134").replace(" ", "\\040").replace("\t", "\\011")
-
-    lines = [
-        # The source name is ours: `mount -a` skips an entry whose source is already mounted on
-        # its target, and a host's /dev/shm is often "tmpfs" already.
-        f"rlaif-jail {field(d)} tmpfs size={TMPFS_MB}m,mode=1777,nosuid,nodev 0 0"
-        for d in HIDDEN_DIRS
-        if os.path.isdir(d) and not os.path.islink(d)
-    ]
-    keep = [(workdir, "bind"), *((d, "bind,ro") for d in read_only)]
-    lines += [
-        f"/proc/self/fd/{3 + i} {field(path)} none {options},X-mount.mkdir 0 0"
-        for i, (path, options) in enumerate(keep)
-    ]
-    return "\n".join(lines) + "\n"
-
-
-def _jail_command(argv: list[str], job: Job, cwd: str, no_network: bool) -> list[str]:
-    """The full jail around `argv` (see the module docstring and `_jail_fstab`)."""
-    assert job.fstab is not None
-    with open(job.fstab) as f:
-        kept = [_unescape(line.split()[1]) for line in f if line.startswith("/proc/self/fd/")]
-    # fd 3, 4, ...: the kept dirs (as the fstab expects), then the job's base dir, where the
-    # shell leaves READY_FILE once the mounts are in place: the jailed command never holds that
-    # fd nor sees that dir, so it cannot fake a successful setup (see `run_sandboxed`).
-    base_fd = 3 + len(kept)
-    assert base_fd <= 9, "sh redirects single-digit fds only"
-    opens = " ".join(f"{3 + i}< {shlex.quote(p)}" for i, p in enumerate(kept))
-    closes = " ".join(f"{fd}<&-" for fd in range(3, base_fd + 1))
-    uid = job.uid
-    script = "\n".join(
-        [
-            "set -e",
-            f"exec {opens} {base_fd}< {shlex.quote(os.path.dirname(job.fstab))}",
-            f"mount -a -c -T {shlex.quote(job.fstab)}",
-            f": > /proc/self/fd/{base_fd}/{READY_FILE}",
-            f"exec {closes}",
-            f"cd {shlex.quote(cwd)}",
-            # Not `exec`: the shell stays PID 1 of the namespace, so the command gets the default
-            # signal handling (the kernel shields a namespace's PID 1 from its own signals).
-            f"set +e; {shutil.which('setpriv')} --reuid={uid} --regid={uid} --clear-groups "
-            f'--no-new-privs -- "$@"; exit $?',
-        ]
-    )
-    unshare = shutil.which("unshare") or "unshare"
-    # pdeathsig: should this process die without killing the job (kill -9, a second Ctrl-C),
-    # the kernel kills `unshare`, whose --kill-child then takes the whole namespace with it.
-    orphan_guard = [shutil.which("setpriv") or "setpriv", "--pdeathsig", "KILL", "--"]
-    prefix = [*orphan_guard, unshare, *_NAMESPACE_FLAGS, *(("--net",) if no_network else ())]
-    return [*prefix, "/bin/sh", "-c", script, "rlaif-jail", *argv]
-
-
-def _jail_ready(job: Job, reset: bool = False) -> bool:
-    """Whether the jail's shell finished its setup (see `_jail_command`); `reset` clears it."""
-    assert job.fstab is not None
-    path = os.path.join(os.path.dirname(job.fstab), READY_FILE)
-    if reset:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)
-        return False
-    return os.path.exists(path)
-
-
-def _unescape(field: str) -> str:
-    return field.replace("\\040", " ").replace("\\011", "\t").replace("\\134", "\\")
+def _remove_tree(path: str) -> None:
+    """rmtree, once the owner may enter every dir again (a job may chmod its dirs to 000)."""
+    with contextlib.suppress(OSError):
+        os.chmod(path, 0o700)
+    for root, dirs, _ in os.walk(path):  # top-down: each dir is opened before it is walked
+        for name in dirs:
+            with contextlib.suppress(OSError):
+                os.chmod(os.path.join(root, name), 0o700, follow_symlinks=False)
+    shutil.rmtree(path, ignore_errors=True)
 
 
 async def run_sandboxed(
@@ -321,23 +156,102 @@ async def run_sandboxed(
     no_network: bool = False,
     max_output_bytes: int = 64 * 1024,
 ) -> ProcessResult:
-    """Run `argv` in `job`'s jail to completion or until killed; failures are in the result."""
+    """Run `argv` in `job` at its level to completion or until killed; the code's failures are
+    in the result, the harness's raise RuntimeError. `no_network` cuts the network where the
+    level can (`Level.network_cut`); the posix level cannot, and says so when it is chosen."""
     cwd = cwd or job.workdir
-    command = list(argv)
-    jailed = job.uid is not None
-    if limits is not None:
-        command = _limit_args(limits, own_uid=jailed) + command
-    if jailed:
-        command = _jail_command(command, job, cwd, no_network)
-        _jail_ready(job, reset=True)
-    elif no_network:
-        command = [*network_isolation_prefix(), *command]
+    if job.level == "namespaces":
+        assert job.uid is not None and job.fstab is not None
+        command = list(argv)
+        if limits is not None:  # a uid of its own starts from zero processes: no base to add
+            command = jail.limit_args(limits) + command
+        command = jail.jail_command(command, job.fstab, job.uid, cwd, no_network)
+        jail.ready(job.fstab, reset=True)
+        result = await _run(command, cwd, env, timeout_s, max_output_bytes, ())
+        if result.timed_out or result.output_capped:
+            await jail.reap_uid(job.uid)
+        if not jail.ready(job.fstab):
+            # Not the code's failure: the sample must be left out (NaN), not scored as bad code.
+            raise RuntimeError(
+                f"the jail could not be set up (exit {result.returncode}): {result.stderr[-500:]}"
+            )
+        if result.returncode is not None and result.returncode > 128:
+            # The jail's shell reports "killed by N" as 128 + N.
+            result = dataclasses.replace(result, returncode=128 - result.returncode)
+        return result
 
+    read_end, write_end = os.pipe()
+    try:
+        command = await _limited_command(argv, job, limits or Limits(), write_end)
+        result = await _run(command, cwd, env, timeout_s, max_output_bytes, (write_end,))
+        os.close(write_end)
+        write_end = -1
+        os.set_blocking(read_end, False)  # never wait on the event loop, whatever went wrong
+        try:
+            ready = os.read(read_end, 1) == b"1"  # the child is gone: its byte, or EOF
+        except BlockingIOError:
+            ready = False
+    finally:
+        os.close(read_end)
+        if write_end >= 0:
+            os.close(write_end)
+    if not ready:
+        raise RuntimeError(
+            f"the {job.level} sandbox could not start the command (exit {result.returncode}): "
+            f"{result.stderr[-500:]}"
+        )
+    return result
+
+
+async def _limited_command(argv: list[str], job: Job, limits: Limits, ready_fd: int) -> list[str]:
+    """limited_exec.py in front of `argv` (inside sandbox-exec at the seatbelt level)."""
+    nproc = None
+    if limits.processes is not None:
+        # Root is not bound by RLIMIT_NPROC at all (a gap the level lists); anyone else is
+        # bound by the count of all their processes, so the job gets its allowance on top.
+        nproc = limits.processes + (0 if os.geteuid() == 0 else await tasks_of_account())
+    memory = None if sys.platform == "darwin" else limits.memory_mb  # macOS ignores RLIMIT_AS
+    values = [limits.cpu_s, memory, limits.file_mb, nproc]
+    child = [sys.executable, "-I", "-S", "-B", LIMITED_EXEC, str(ready_fd)]
+    child += ["-" if v is None else str(v) for v in values] + ["--", *argv]
+    if job.level == "seatbelt":
+        return seatbelt.command(child, job.workdir)
+    return child
+
+
+async def tasks_of_account() -> int:
+    """What RLIMIT_NPROC counts for this real uid now: its processes, and on Linux also their
+    threads. Counted with `ps` (POSIX; on Linux it reads /proc itself, on macOS sysctl)."""
+    uid = str(os.getuid())
+    linux = sys.platform.startswith("linux")
+    argv = ["ps", "-L", "-U", uid, "-o", "lwp="] if linux else ["ps", "-U", uid, "-o", "pid="]
+    done = await anyio.run_process(argv, check=False)
+    if done.returncode != 0:
+        tail = done.stderr.decode("utf-8", "replace").strip()[-200:]
+        raise RuntimeError(f"`{' '.join(argv)}` failed (exit {done.returncode}): {tail}")
+    return len(done.stdout.split())
+
+
+async def _run(
+    command: list[str],
+    cwd: str,
+    env: dict[str, str],
+    timeout_s: float,
+    max_output_bytes: int,
+    pass_fds: tuple[int, ...],
+) -> ProcessResult:
+    """Run `command` in a new session: drain its output up to the cap, kill its process group
+    at the timeout, on a flood, on cancellation and once more after it exits."""
     start = time.perf_counter()
     out, err = bytearray(), bytearray()
     capped = timed_out = False
     process = await anyio.open_process(
-        command, cwd=cwd, env=env, stdin=subprocess.DEVNULL, start_new_session=True
+        command,
+        cwd=cwd,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+        pass_fds=pass_fds,
     )
     try:
 
@@ -362,52 +276,14 @@ async def run_sandboxed(
         _kill_group(process.pid)
         with anyio.CancelScope(shield=True):
             await process.aclose()
-    killed = timed_out or capped
-    if jailed and killed:
-        await _reap_uid(job.uid)
-    if jailed and not _jail_ready(job):
-        # Not the code's failure: the sample must be left out (NaN), not scored as bad code.
-        tail = err.decode("utf-8", "replace")[-500:]
-        raise RuntimeError(f"the jail could not be set up (exit {process.returncode}): {tail}")
-    returncode = process.returncode
-    if jailed and returncode is not None and returncode > 128:
-        returncode = 128 - returncode  # the jail's shell reports "killed by N" as 128 + N
     return ProcessResult(
-        returncode=None if killed else returncode,
+        returncode=None if timed_out or capped else process.returncode,
         stdout=out.decode("utf-8", "replace"),
         stderr=err.decode("utf-8", "replace"),
         timed_out=timed_out,
         output_capped=capped,
         seconds=time.perf_counter() - start,
     )
-
-
-def pids_of_uid(uid: int) -> list[int]:
-    pids = []
-    for entry in os.scandir("/proc"):
-        try:
-            if entry.name.isdigit() and entry.stat().st_uid == uid:
-                pids.append(int(entry.name))
-        except OSError:
-            continue  # exited while we looked
-    return pids
-
-
-async def _reap_uid(uid: int | None, timeout_s: float = 5.0) -> None:
-    """Wait until no process of the job's uid is left (killing any that are).
-
-    Killing the jail's outer process returns at once, while the kernel is still tearing down
-    the PID namespace: its processes die a few milliseconds later. Waiting here means a job that
-    returns has nothing left running, and its uid can be reused.
-    """
-    if uid is None:
-        return
-    with anyio.move_on_after(timeout_s), anyio.CancelScope(shield=True):
-        while pids := pids_of_uid(uid):
-            for pid in pids:
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.kill(pid, signal.SIGKILL)
-            await anyio.sleep(0.005)
 
 
 def _kill_group(pgid: int) -> None:

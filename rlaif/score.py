@@ -13,7 +13,6 @@ result cache (`cache.rust`), so scoring the same file twice compiles nothing the
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import TextIO
 
 import anyio
 
+from . import strict_json
 from .config import Config
 from .data import DataError, json_object, load_tasks, task_from_row
 from .extract import code_for_task
@@ -136,7 +136,7 @@ def output_record(line: int, s: Scored) -> dict:
 
 def write_results(lines: list[int], scored: list[Scored], out: TextIO) -> None:
     for line, s in zip(lines, scored, strict=True):
-        out.write(json.dumps(output_record(line, s), allow_nan=True) + "\n")
+        out.write(strict_json.dumps(output_record(line, s)) + "\n")
 
 
 def run_score(

@@ -25,11 +25,11 @@ import anyio
 
 from .config import RewardsConfig
 from .metrics import Gauge
-from .rewards import TEACHER_OFF, reward_terms
+from .rewards import reward_terms
 from .rust import RustJudge
 from .rust_ast import placeholder_answer, rust_metrics
-from .teacher import NOT_COMPILED, Teacher
-from .types import Judgement, Sample, Scored, Task
+from .teacher import Teacher
+from .types import NOT_COMPILED, TEACHER_OFF, Judgement, Sample, Scored, Task
 
 _FN_NAME = re.compile(r"\bfn\s+([A-Za-z_]\w*)")
 

@@ -46,8 +46,11 @@ def task_values(records: Iterable[Mapping], ks: Iterable[int]) -> PerTask:
     """Per task, (numerator, denominator) of every metric, from per-sample eval records.
 
     A record needs task_id, reward, parsed, compiled, tests_passed and tests_total (the lines
-    `rlaif eval --samples-output` writes). A NaN reward (the sandbox failed, so the reward is
-    unknown) is left out of its task's mean reward, as the training metrics leave it out.
+    `rlaif eval --samples-output` writes). A NaN or null reward (every judge abstained, so the
+    reward is unknown) is left out of its task's mean reward, as the training metrics leave it
+    out; a sample without a verdict (`sandbox_error`) is left out of every rate and of pass@k,
+    and a task with fewer than k judged samples has no pass@k (den 0), as `evaluate.summarize`
+    does.
     """
     by_task: dict[str, list[Mapping]] = {}
     for record in records:
@@ -56,19 +59,20 @@ def task_values(records: Iterable[Mapping], ks: Iterable[int]) -> PerTask:
     values: PerTask = {}
     for task, samples in by_task.items():
         rewards = [float(r["reward"]) for r in samples if not _isnan(r["reward"])]
-        n = len(samples)
-        passed = sum(_all_passed(r) for r in samples)
+        judged = [r for r in samples if r.get("sandbox_error") is None]
+        n = len(judged)
+        passed = sum(_all_passed(r) for r in judged)
         row = {
             "mean_reward": (sum(rewards), float(len(rewards))),
-            "parse_rate": (float(sum(bool(r["parsed"]) for r in samples)), float(n)),
-            "compile_rate": (float(sum(_compiles(r) for r in samples)), float(n)),
+            "parse_rate": (float(sum(bool(r["parsed"]) for r in judged)), float(n)),
+            "compile_rate": (float(sum(_compiles(r) for r in judged)), float(n)),
             "test_pass_rate": (
-                float(sum(r["tests_passed"] for r in samples)),
-                float(sum(r["tests_total"] for r in samples)),
+                float(sum(r["tests_passed"] for r in judged)),
+                float(sum(r["tests_total"] for r in judged)),
             ),
         }
         for k in ks:
-            row[f"pass@{k}"] = (pass_at_k(n, passed, k), 1.0)
+            row[f"pass@{k}"] = (pass_at_k(n, passed, k), 1.0) if n >= k else (0.0, 0.0)
         values[task] = row
     return values
 

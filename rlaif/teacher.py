@@ -45,7 +45,7 @@ from tenacity.wait import wait_random_exponential
 
 from .breaker import CircuitBreaker
 from .cache import InFlight, ResultCache, cache_key
-from .config import CacheConfig, ConfigError, TeacherConfig
+from .config import CacheConfig, ConfigError, TeacherConfig, rubric_weights
 from .providers import (
     API_ERRORS,
     STATUS_ERRORS,
@@ -61,7 +61,6 @@ from .providers import (
 )
 from .ratelimit import MONOTONIC, Clock, RateLimiter
 from .rubric import (
-    CRITERIA,
     RUBRIC_VERSION,
     SYSTEM_PROMPT,
     context_shown,
@@ -88,9 +87,6 @@ ABSTAIN_KINDS = (
     "unparsable",
     "off-rubric",
 )
-# The Scorer's reason for code it did not send (teacher.only_compiled): not an abstention of the
-# teacher's, so it is not counted in its metrics.
-NOT_COMPILED = "not sent: did not compile"
 
 
 class TeacherUnavailable(RuntimeError):
@@ -158,7 +154,7 @@ class Teacher:
             price_of(config.model, config.input_price_per_mtok, config.output_price_per_mtok),
         )
         self.breaker = CircuitBreaker(config.breaker_failures, config.breaker_cooldown_s, clock)
-        self.weights = {c: getattr(config, f"weight_{c}") for c in CRITERIA}
+        self.weights = rubric_weights(config)
         # The SDK's own timeout covers each read; this deadline also covers a server that
         # trickles bytes forever.
         self.deadline_s = config.timeout_s * 1.5
@@ -174,14 +170,20 @@ class Teacher:
             return self._abstain("no_code: nothing to grade")
         context = context_shown(rust, finished, self.config.show_rustc)
         key = self._key(task, code, context)
-        await self._in_flight.wait(key)  # the same sample is being graded: share its verdict
-        cached = self.cache.get(key) if self.cache is not None else None
+        # The same sample being graded now: share its verdict (read off the event loop).
+        cached = await self._in_flight.lookup(key, self._cached)
+        if self.cache is not None:
+            self.cache.count(cached)
         if cached is not None:
             self.stats.cache_hits += 1
             return score_verdict(cached, self.weights, finished)
         self.stats.cache_misses += 1
         with self._in_flight.claim(key):
             return await self._ask(grading_request(task, code, context), finished, key)
+
+    async def _cached(self, key: str) -> dict | None:
+        """The stored verdict (read off the event loop), counted once per lookup by `judge`."""
+        return await self.cache.aread(key) if self.cache is not None else None
 
     async def _ask(self, user: str, finished: bool, key: str) -> Judgement:
         try:
@@ -197,7 +199,7 @@ class Teacher:
             return self._abstain(raw)
         self.stats.verdicts += 1
         if self.cache is not None:
-            self.cache.set(key, raw)
+            await self.cache.aset(key, raw)
         return score_verdict(raw, self.weights, finished)
 
     async def _with_retries(self, user: str) -> Completion:

@@ -41,8 +41,14 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import broadcast_object_list, gather_object
 
-from .algo import clipped_policy_loss, lr_factor, token_weights, truncated_is_weights
-from .config import Config, ConfigError
+from .algo import (
+    clipped_policy_loss,
+    lr_factor,
+    token_logprobs,
+    token_weights,
+    truncated_is_weights,
+)
+from .config import Config, ConfigError, TrainerConfig
 from .kl_control import make_kl_controller
 from .precision import autocast_context, pick_autocast
 from .types import Sample
@@ -94,12 +100,6 @@ class Trainer:
     def policy(self) -> torch.nn.Module:
         """The bare policy model (a peft model with LoRA), for generation."""
         return self.accelerator.unwrap_model(self.model)
-
-    def export_model(self) -> torch.nn.Module:
-        """A plain transformers model to `save_pretrained`: with LoRA, a merged copy."""
-        if not self.lora:
-            return self.policy
-        return copy.deepcopy(self.policy).merge_and_unload()
 
     def state_dict(self) -> dict:
         """What an exact resume needs besides the weights: optimizer, schedule, KL, version."""
@@ -164,7 +164,7 @@ class Trainer:
         maxes = acc.gather(maxes.to(acc.device).unsqueeze(0)).max(dim=0).values.cpu()
         pg, kl_sum, clipped, ratio, is_w, entropy, tokens = sums.tolist()
         kl = kl_sum / tokens
-        self.kl.update(kl, len(samples) * acc.num_processes)
+        self.kl.update(kl)
         return {
             "policy_loss": pg / tokens,
             "kl": kl,
@@ -180,6 +180,10 @@ class Trainer:
             "is_weight_max": maxes[2].item(),
             "entropy": entropy / tokens,
             "completion_tokens": tokens / t.epochs,  # per pass
+            # 1: the ratio was anchored on the gradient pass itself (ratio 1, no clip can act:
+            # REINFORCE + baseline + truncated IS + KL); 0: on the sampler's or pre-update
+            # log-probs, where clip_eps_* can act (`update_objective`).
+            "self_anchored": float(anchored is None),
         }
 
     def _anchors(self, samples: list[Sample]) -> tuple[list[torch.Tensor], list | None] | None:
@@ -211,10 +215,7 @@ class Trainer:
         return anchors, weights
 
     def _self_anchored(self) -> bool:
-        """Whether the update is one optimizer step whose gradient pass sees the weights it
-        starts from (LoRA dropout would make that pass differ from the policy's)."""
-        t = self.config.trainer
-        return t.epochs * t.minibatches == 1 and not (self.lora and t.lora_dropout > 0)
+        return single_step(self.config.trainer)
 
     def _accumulate(
         self, samples, advantages, anchors, is_weights, rows, beta, before_micro_batch=None
@@ -330,17 +331,68 @@ class Trainer:
                 attention_mask=batch["attention"],
                 logits_to_keep=keep,
             ).logits  # [n, keep, V]
-        rows = torch.arange(logits.shape[0], device=logits.device).unsqueeze(1)  # [n, 1]
         predicted_at = batch["prompt_len"].unsqueeze(1) - 1 + batch["offsets"] - (length - keep)
         predicted_at = predicted_at.clamp(max=keep - 1)  # [n, C]; padding slots point anywhere
-        picked = logits[rows, predicted_at].float() / self.config.student.temperature  # [n, C, V]
-        logp_all = torch.log_softmax(picked, dim=-1)  # [n, C, V]
-        logp = logp_all.gather(2, batch["targets"].unsqueeze(2)).squeeze(2)  # [n, C]
-        if not entropy:
-            return logp, None
-        with torch.set_grad_enabled(grad_entropy and torch.is_grad_enabled()):
-            ent = -(logp_all.exp() * logp_all).sum(-1)  # [n, C]
-        return logp, ent
+        # Only the taken tokens' log-probs, in chunks: no [n, C, V] copy (algo.token_logprobs).
+        return token_logprobs(
+            logits,
+            predicted_at,
+            batch["targets"],
+            self.config.student.temperature,
+            entropy=entropy,
+            grad_entropy=grad_entropy,
+        )  # [n, C] each
+
+
+def single_step(t: TrainerConfig) -> bool:
+    """Whether an update is one optimizer step whose gradient pass sees the weights it starts
+    from (LoRA dropout would make that pass differ from the policy's): then pi = pi_old at every
+    token, the ratio is exactly 1 and `clip_eps_*` cannot act."""
+    return t.epochs * t.minibatches == 1 and not (t.lora_r > 0 and t.lora_dropout > 0)
+
+
+def update_objective(config: Config) -> str:
+    """What each update optimises under `config`, in one line: printed when a run starts, so
+    that a run says whether its clip can act (README, "The update").
+
+    With the defaults (one epoch, one minibatch, no LoRA dropout) the policy-gradient term is
+    REINFORCE with the group baseline as advantage: stale samples (pipeline.max_staleness 1)
+    anchor the ratio on the gradient pass itself (ratio 1, truncated IS corrects for the
+    sampler), fresh ones on the sampler's log-probs (ratio 1 up to float noise). Only with
+    is_cap 0 do stale samples keep the sampler's anchor, and the clip then bounds that
+    off-policy ratio. With several optimizer steps per update the ratio moves from the second
+    one on, and the clipped surrogate is PPO's.
+    """
+    t, kl = config.trainer, config.kl
+    stale = config.pipeline.max_staleness > 0
+    correction = (
+        f"truncated importance sampling (is_cap {t.is_cap:g})"
+        if t.is_cap > 0
+        else "no importance weights (is_cap 0)"
+    )
+    penalty = (
+        f"a KL penalty (kl.coef {kl.coef:g}, {kl.controller})"
+        if kl.coef > 0 or kl.controller != "fixed"
+        else "no KL penalty (kl.coef 0)"
+    )
+    clip = f"ratio clipped to [{1 - t.clip_eps_low:g}, {1 + t.clip_eps_high:g}]"
+    if single_step(t) and (t.is_cap > 0 or not stale):
+        return (
+            f"REINFORCE with a group baseline, {correction} and {penalty}: one optimizer step "
+            "per update, so the ratio pi / pi_old is 1 (up to the sampler's rounding on fresh "
+            "samples) and clip_eps_low/high do not act (they do with trainer.epochs or "
+            "trainer.minibatches > 1, or LoRA dropout)"
+        )
+    if single_step(t):
+        return (
+            f"one clipped policy-gradient step per update against the sampler's log-probs "
+            f"({clip}): with is_cap 0 the clip bounds stale samples' off-policy ratio; {penalty}"
+        )
+    return (
+        f"PPO's clipped surrogate ({clip}) over {t.epochs} epoch(s) x {t.minibatches} "
+        f"minibatch(es) a step, {correction} and {penalty}: the ratio moves from the second "
+        "optimizer step of an update on"
+    )
 
 
 def apply_lora(model: torch.nn.Module, config: Config) -> torch.nn.Module:

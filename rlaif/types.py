@@ -70,11 +70,12 @@ class RustResult:
     tests_total: int = 0
     tests_built: bool = False  # the code built together with the task's tests (it has the API)
     tests_passed: int = 0
-    timed_out: bool = False
+    timed_out: bool = False  # rustc (then sandbox_error says so) or the test binary ran out of time
     run_signal: str | None = None  # the test program was killed by this signal ("SIGABRT")
     output_capped: bool = False  # a stage flooded stdout/stderr and was stopped
     rejected: str | None = None  # refused before rustc ran (a compile-time file read), and why
-    sandbox_error: str | None = None  # the harness failed (not the code): the result is unknown
+    # No verdict (not the code's doing): the harness failed, or rustc timed out. Rust terms NaN.
+    sandbox_error: str | None = None
     seconds: float = 0.0  # the whole job
     check_seconds: float = 0.0  # rustc (or clippy-driver) --emit=metadata
     parse_seconds: float = 0.0  # the syntax-only pass, run when the check failed
@@ -99,6 +100,13 @@ class RustResult:
         return self.compiled and (self.tests_built or self.tests_total == 0)
 
 
+# Why a sample has no teacher term although the teacher never refused it: the teacher is off
+# for the run, or the sample was not sent (code that does not compile, `teacher.only_compiled`).
+# These are not the teacher's abstentions and are not counted as such (`Judgement.asked`).
+TEACHER_OFF = "off"
+NOT_COMPILED = "not sent: did not compile"
+
+
 @dataclass(frozen=True)
 class Judgement:
     """The teacher's verdict on one sample. `score` is NaN when the teacher abstained."""
@@ -109,6 +117,11 @@ class Judgement:
     abstained: str | None = (
         None  # why no verdict could be had ("off", "timeout", "unparsable", ...)
     )
+
+    @property
+    def asked(self) -> bool:
+        """The teacher was asked about this sample (so an abstention here is its own)."""
+        return self.abstained not in (TEACHER_OFF, NOT_COMPILED)
 
 
 @dataclass

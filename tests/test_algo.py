@@ -8,11 +8,13 @@ import pytest
 import torch
 
 from rlaif.algo import (
+    abstained,
     batch_normalize,
     clipped_policy_loss,
     group_advantages,
     kl_per_token,
     lr_factor,
+    token_logprobs,
     token_weights,
     truncated_is_weights,
 )
@@ -117,6 +119,60 @@ def test_a_group_where_every_judge_abstained_gets_zero_advantage(mode):
     assert adv.tolist() == [[0.0, 0.0, 0.0]] and zero.item()
 
 
+# Every judge abstained on the first sample: it is left out of the group's mean and spread.
+# Known rewards 1, 2, 3 -> mean 2 -> centred -1, 0, 1 over 3 samples (the abstained one is 0 and
+# does not count): unbiased std = sqrt((1 + 0 + 1) / 2) = 1.0, not sqrt(2 / 3) = 0.8165 as it
+# would be if the abstention counted as a 0 (advantages then 22% too large).
+ABSTAINED = torch.tensor([[[math.nan], [1.0], [2.0], [3.0]]])
+
+
+def test_an_abstained_sample_is_left_out_of_the_std():
+    adv, zero = group_advantages(ABSTAINED, eps=1e-4, mode="std")
+    assert torch.allclose(adv, torch.tensor([[0.0, -1.0, 0.0, 1.0]]) / 1.0001)
+    assert not zero.any()
+
+
+def test_an_abstained_sample_gets_zero_in_no_std_and_rloo():
+    # no_std: A = c = 0 (abstained), -1, 0, 1
+    adv, _ = group_advantages(ABSTAINED, mode="no_std")
+    assert adv.tolist() == [[0.0, -1.0, 0.0, 1.0]]
+    # rloo over the 3 known: 1 - (2 + 3) / 2 = -1.5; 2 - (1 + 3) / 2 = 0; 3 - (1 + 2) / 2 = 1.5
+    adv, _ = group_advantages(ABSTAINED, mode="rloo")
+    assert adv.tolist() == [[0.0, -1.5, 0.0, 1.5]]
+
+
+def test_an_abstained_sample_is_left_out_of_the_median_and_mad():
+    # live c = -1, 0, 1: median 0; |c - 0| = 1, 0, 1 -> MAD 1 -> s = 1.4826 + 1e-8;
+    # A = tanh(+-1 / 1.4826 / 2.5) = tanh(+-0.26980) = +-0.26344. Counting the abstention as a
+    # 0 would give c = 0, -1, 0, 1: MAD 0.5 and A = +-tanh(0.53959) = +-0.49264.
+    adv, zero = group_advantages(ABSTAINED, mode="robust")
+    a = math.tanh(1 / (1.4826 * 1.0 + 1e-8) / 2.5)
+    assert adv[0].tolist() == pytest.approx([0.0, -a, 0.0, a])
+    assert adv[0, 3].item() == pytest.approx(0.26344, abs=1e-5)
+    assert not zero.any()
+
+
+@pytest.mark.parametrize("mode", ["std", "no_std", "rloo", "robust"])
+def test_a_group_with_one_answer_teaches_nothing(mode):
+    # One known reward compares with nothing: the group is flagged and every advantage is 0.
+    adv, zero = group_advantages(torch.tensor([[[math.nan], [5.0], [math.nan]]]), mode=mode)
+    assert zero.tolist() == [True] and adv.tolist() == [[0.0, 0.0, 0.0]]
+
+
+def test_batch_normalize_leaves_abstained_samples_at_zero():
+    # live values -1, 3, 2, -2, 4 (the abstained 0 is not one): mean 1.2; squares of the
+    # deviations 4.84 + 3.24 + 0.64 + 10.24 + 7.84 = 26.8 -> var 26.8 / 4 = 6.7, std 2.58844
+    adv = torch.tensor([[0.0, -1.0, 3.0], [2.0, -2.0, 4.0]])
+    mask = torch.tensor([[True, False, False], [False, False, False]])
+    out = batch_normalize(adv, torch.tensor([False, False]), eps=1e-4, abstentions=mask)
+    std = math.sqrt(6.7)
+    assert out[0, 0].item() == 0.0
+    assert torch.allclose(out[1], (adv[1] - 1.2) / (std + 1e-4))
+    assert abstained(torch.tensor([[[math.nan, math.nan], [1.0, math.nan]]])).tolist() == [
+        [True, False]
+    ]
+
+
 def test_unknown_advantage_mode_is_refused():
     with pytest.raises(ValueError, match="unknown advantage mode"):
         group_advantages(SINGLE, mode="zscore")
@@ -130,6 +186,40 @@ def test_batch_normalize_whitens_live_groups_and_leaves_dead_ones_at_zero():
     std = math.sqrt(20 / 3)
     assert torch.allclose(out[:2], adv[:2] / (std + 1e-4))
     assert out[2].tolist() == [0.0, 0.0]
+
+
+def test_token_logprobs_by_hand():
+    # Position 0 has logits 1, 2, 3 at T = 1: log sum e^z = ln(e + e^2 + e^3) = ln 30.19287
+    # = 3.40761, so log p(token 2) = 3 - 3.40761 = -0.40761 and log p(token 0) = -2.40761;
+    # p = 0.09003, 0.24473, 0.66524 -> H = 0.09003 * 2.40761 + 0.24473 * 1.40761
+    # + 0.66524 * 0.40761 = 0.83240. Position 1 (logits 3, 1, 0) predicts token 0:
+    # ln(e^3 + e + 1) = ln 23.80383 = 3.16985 -> log p = -0.16985.
+    logits = torch.tensor([[[1.0, 2.0, 3.0], [3.0, 1.0, 0.0]]])  # [1, K=2, V=3]
+    at = torch.tensor([[0, 1, 0]])  # [1, C=3]: the third token is predicted at position 0 too
+    targets = torch.tensor([[2, 0, 0]])
+    logp, ent = token_logprobs(logits, at, targets, 1.0, entropy=True)
+    assert logp[0].tolist() == pytest.approx([-0.40761, -0.16985, -2.40761], abs=1e-5)
+    assert ent[0, 0].item() == pytest.approx(0.83240, abs=1e-5)
+    # T = 2 halves the logits: ln(e^0.5 + e + e^1.5) = 2.18027 -> log p(token 2) = -0.68027
+    logp, ent = token_logprobs(logits, at, targets, 2.0)
+    assert logp[0, 0].item() == pytest.approx(-0.68027, abs=1e-5) and ent is None
+
+
+def test_token_logprobs_gradients_match_finite_differences(monkeypatch):
+    # Chunks of one position (several chunks), a position that predicts two tokens (padding
+    # slots share one), and gradients through both outputs, in float64 (gradcheck).
+    monkeypatch.setattr("rlaif.algo.LOGPROB_CHUNK_ELEMENTS", 2 * 5)
+    torch.manual_seed(0)
+    logits = torch.randn(2, 3, 5, dtype=torch.float64, requires_grad=True)  # [n, K, V]
+    at = torch.tensor([[0, 1, 2, 2], [1, 2, 2, 2]])  # [n, C]
+    targets = torch.tensor([[1, 4, 0, 3], [2, 2, 0, 1]])
+
+    def both(x):
+        return token_logprobs(x, at, targets, 0.7, entropy=True, grad_entropy=True)
+
+    assert torch.autograd.gradcheck(both, (logits,))
+    logp, ent = token_logprobs(logits, at, targets, 0.7, entropy=True)
+    assert logp.requires_grad and not ent.requires_grad  # logged only unless asked for
 
 
 def test_kl_estimators_at_d_minus_one():

@@ -48,6 +48,8 @@ def test_three_steps_write_metrics_samples_and_a_loadable_checkpoint(tiny_model_
     assert (
         done.stdout.count("teacher: off (environment variable ANTHROPIC_API_KEY is not set)") == 1
     )
+    # The run says which objective its update optimises (the defaults: no clip can act).
+    assert "update: REINFORCE with a group baseline" in done.stdout
     run = tmp_path / "smoke"
 
     with (run / "metrics.csv").open() as f:

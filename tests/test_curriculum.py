@@ -16,13 +16,12 @@ from rlaif.config import CurriculumConfig
 from rlaif.curriculum import (
     CurriculumSampler,
     bucket_of,
-    is_zero_variance,
     label_prior,
     sample_success,
 )
 from rlaif.data import load_tasks
 from rlaif.pipeline import Pipeline, Schedule
-from rlaif.run import Run, replace_zero_variance
+from rlaif.run import Run, _zero_std_groups, replace_zero_variance
 from rlaif.stop import StopRequest
 from rlaif.types import Judgement, RustResult, Sample, Scored, Task
 from tests.conftest import REPO
@@ -210,6 +209,12 @@ def test_a_malformed_state_is_refused():
         sampler.load_state({**state, "stage": 7})
 
 
+def is_zero_variance(rewards: list[float], eps: float) -> bool:
+    """The whitening's own rule (`run._zero_std_groups`) for one group with one judge."""
+    t = task("z")
+    return _zero_std_groups([[scored(t, r) for r in rewards]], eps)[0]
+
+
 def test_zero_variance_decision():
     assert is_zero_variance([3.0, 3.0, 3.0], 1e-4)
     assert not is_zero_variance([3.0, 3.0, 4.0], 1e-4)
@@ -222,8 +227,10 @@ def test_zero_variance_decision():
 
 def test_success_signal_is_configurable():
     t = task("a")
-    compiled = scored(t, 24.0, parsed=True, compiled=True, tests_total=3, tests_passed=1)
-    passing = scored(t, 40.0, parsed=True, compiled=True, tests_total=3, tests_passed=3)
+    # Built with the tests too: what `Scored.compiles` counts.
+    built = dict(parsed=True, compiled=True, tests_built=True, tests_total=3)
+    compiled = scored(t, 24.0, **built, tests_passed=1)
+    passing = scored(t, 40.0, **built, tests_passed=3)
     broken = scored(t, 8.0, parsed=True)
     unknown = scored(t, math.nan, sandbox_error="rustc exited with 101")
     for success, expected in [

@@ -2,10 +2,22 @@
 
 from __future__ import annotations
 
+import sys
+import tempfile
+
+import pytest
 from teacher_server import Status, TeacherServer
 
 from rlaif import config as config_module
-from rlaif.doctor import check_cache, check_rustc, check_teacher, exit_code, run_doctor
+from rlaif.doctor import (
+    check_cache,
+    check_rustc,
+    check_sandbox,
+    check_teacher,
+    exit_code,
+    run_doctor,
+    sandbox_checks,
+)
 from tests.conftest import run_cli
 
 KEY = "sk-doctor-secret-do-not-print"
@@ -30,7 +42,9 @@ def test_doctor_online_reports_everything_and_the_latency(tmp_path):
 
     assert done.returncode == 0, done.stdout + done.stderr
     out = done.stdout
-    for line in ("ok  rustc: rustc ", "clippy-driver:", "ok  device: ", "threads", "cache: "):
+    lines = ("ok  rustc: rustc ", "clippy-driver:", "ok  device: ", "threads", "cache: ")
+    lines += ("ok  sandbox: ", "sandbox network: ", "sandbox not covered: ", "ok  sandbox job: ")
+    for line in lines:
         assert line in out, out
     assert f"ok  teacher: openai-compatible judge at {url}: {KEY_ENV} is set" in out
     assert "ok  online: answered in " in out
@@ -98,3 +112,66 @@ def test_the_cache_size_is_reported(tmp_path):
     (check,) = check_cache(config)
 
     assert "teacher 3.0 MiB" in check.detail and str(tmp_path) in check.detail
+
+
+def test_the_sandbox_level_its_network_and_what_it_leaves_uncovered_are_reported(toolchain):
+    config = config_module.load(None, ["rust.sandbox=posix"])
+
+    level, checks = sandbox_checks(config, toolchain)
+
+    assert level is not None and level.name == "posix"
+    by_name = {c.name: c for c in checks}
+    assert by_name["sandbox"].detail == "posix (rust.sandbox=posix)"
+    assert by_name["sandbox network"].label == "warn"  # posix does not cut it: said, not failed
+    assert by_name["sandbox network"].detail.startswith("NOT cut")
+    assert "network: not cut" in by_name["sandbox not covered"].detail
+    assert by_name["sandbox job"].ok, by_name["sandbox job"].detail
+    assert exit_code(checks) == 0
+
+
+def test_a_sandbox_level_this_machine_lacks_fails():
+    wanted = "seatbelt" if sys.platform != "darwin" else "namespaces"
+    config = config_module.load(None, [f"rust.sandbox={wanted}"])
+
+    (check,) = check_sandbox(config)
+
+    assert check.label == "FAIL" and f"rust.sandbox={wanted} is not available here" in check.detail
+    assert exit_code([check]) == 1
+
+
+def test_a_sandbox_whose_job_fails_fails_and_says_the_run_would_train_blind(
+    toolchain, monkeypatch, tmp_path
+):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "gone"))  # no job dir can be made
+    config = config_module.load(None, ["rust.sandbox=posix"])
+
+    _, checks = sandbox_checks(config, toolchain)
+
+    job = checks[-1]
+    assert job.name == "sandbox job" and job.label == "FAIL"
+    assert "FileNotFoundError" in job.detail and "would train blind" in job.detail
+    assert exit_code(checks) == 1
+
+
+def test_train_says_the_level_first_saves_it_resolved_and_refuses_a_failing_one(
+    toolchain, monkeypatch, tmp_path
+):
+    from rich.console import Console
+
+    from rlaif.__main__ import _sandbox_first
+    from rlaif.sandbox_levels import SandboxUnavailable, resolve
+
+    console = Console(record=True, width=1000)
+    resolved = _sandbox_first(config_module.load(None, []), toolchain, console)
+
+    assert resolved.rust.sandbox == resolve("auto").name != "auto"  # as config.yaml saves it
+    lines = console.export_text().splitlines()
+    assert [line.split(":")[0] for line in lines] == [
+        "sandbox",
+        "sandbox network",
+        "sandbox not covered",
+        "sandbox job",
+    ]
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "gone"))
+    with pytest.raises(SandboxUnavailable, match="would train blind"):
+        _sandbox_first(config_module.load(None, ["rust.sandbox=posix"]), toolchain, console)

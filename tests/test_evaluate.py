@@ -4,11 +4,13 @@ model (the pass@k estimator itself is tested in test_stats.py)."""
 from __future__ import annotations
 
 import json
+import math
 
 import anyio
 import pytest
 import torch
 
+from rlaif import strict_json
 from rlaif.config import Config, StudentConfig
 from rlaif.data import load_tasks
 from rlaif.evaluate import compare, evaluate_policy, sample_records, summarize
@@ -23,7 +25,13 @@ from tests.conftest import REPO, run_cli
 
 def scored(task: Task, index: int, passed: int, total: int = 2) -> Scored:
     sample = Sample(task, index, [], [], [], "", "fn f() {}", 0, True)
-    rust = RustResult(parsed=True, compiled=passed > 0, tests_total=total, tests_passed=passed)
+    rust = RustResult(
+        parsed=True,
+        compiled=passed > 0,
+        tests_built=passed > 0,  # it compiles with the tests: `Scored.compiles`
+        tests_total=total,
+        tests_passed=passed,
+    )
     reward = 10.0 * passed
     return Scored(sample, rust, Judgement(abstained="off"), {"tests": reward}, {"rust": reward})
 
@@ -56,6 +64,36 @@ def test_summary_by_difficulty_averages_pass_at_k_over_tasks():
     assert delta["easy"]["pass@1"] == 0.0 and "tasks" not in delta["all"]
 
 
+def test_sandbox_errors_are_counted_apart_and_never_as_failures():
+    # Task e: samples 0 (passes both tests, reward 20) and 1 (passes one, reward 10) judged, and
+    # sample 2 whose sandbox failed (reward NaN, no verdict). Task h: one judged sample (0 of 2).
+    e, h = Task("e", "p", "t", "easy"), Task("h", "p", "t", "hard")
+    broken = scored(e, 2, 0)
+    broken = Scored(
+        broken.sample,
+        RustResult(sandbox_error="rustc timed out in the check after 10 s", timed_out=True),
+        broken.judgement,
+        {"tests": math.nan},
+        {"rust": math.nan},
+    )
+    batch = [scored(e, 0, 2), scored(e, 1, 1), broken, scored(h, 0, 0)]
+    row = summarize(batch, 3, [1, 2])["all"]
+    assert (row["samples"], row["sandbox_errors"], row["abstained"]) == (4, 1, 1)
+    assert row["mean_reward"] == pytest.approx((20 + 10 + 0) / 3)  # not NaN
+    # Rates over the 3 judged samples: all parse, 2 compile; tests 3 of 6.
+    assert row["parse_rate"] == 1.0 and row["compile_rate"] == pytest.approx(2 / 3)
+    assert row["test_pass_rate"] == pytest.approx(3 / 6)
+    # pass@1: e has 2 judged samples, 1 passes -> 1/2; h 0 -> mean 1/4. pass@2: e 1 - C(1,2)/C(2,2)
+    # = 1; h has only 1 judged sample, so no pass@2: the mean is over e alone.
+    assert row["pass@1"] == pytest.approx(0.25) and row["pass@2"] == 1.0
+    # The per-task values behind the bootstrap agree, through the records as they are written.
+    records = [json.loads(strict_json.dumps(r)) for r in sample_records("m", batch)]
+    assert records[2]["reward"] is None and records[2]["sandbox_error"]
+    points = paired_bootstrap(*[task_values(records, [1, 2])] * 2, resamples=10)
+    for key in ("mean_reward", "parse_rate", "compile_rate", "test_pass_rate", "pass@1", "pass@2"):
+        assert points[key].before == pytest.approx(row[key]), key
+
+
 def test_sample_records_give_the_summary_back_through_the_stats():
     easy, hard = Task("e", "p", "t", "easy"), Task("h", "p", "t", "hard")
     batch = [scored(easy, 0, 2), scored(easy, 1, 1), scored(hard, 0, 0), scored(hard, 1, 0)]
@@ -82,12 +120,15 @@ def test_eval_command_reports_rates_by_difficulty(tiny_model_dir, tmp_path):
     # The first 8 held-out tasks keep this test short; the whole file holds 62.
     tasks = tmp_path / "tasks.jsonl"
     tasks.write_text("".join((REPO / "data/eval.jsonl").read_text().splitlines(True)[:8]))
+    samples = tmp_path / "samples.jsonl"
     done = run_cli(
         "eval",
         "--checkpoint",
         str(tiny_model_dir),
         "--tasks",
         str(tasks),
+        "--max-tasks",
+        "5",
         "--n",
         "2",
         "--k",
@@ -96,14 +137,43 @@ def test_eval_command_reports_rates_by_difficulty(tiny_model_dir, tmp_path):
         "student.max_new_tokens=16",
         "--output",
         str(out),
+        "--samples-output",
+        str(samples),
         timeout=300,
     )
     assert done.returncode == 0, done.stderr[-2000:]
-    rows = json.loads(out.read_text())
-    assert rows["all"]["tasks"] == 8 and rows["all"]["samples"] == 16
+    rows = json.loads(out.read_text(), parse_constant=refuse)  # strict JSON: null, never NaN
+    assert rows["all"]["tasks"] == 5 and rows["all"]["samples"] == 10  # --max-tasks 5 of 8
     assert {"parse_rate", "compile_rate", "test_pass_rate", "pass@1", "pass@2"} <= set(rows["all"])
-    assert sum(rows[d]["tasks"] for d in ("easy", "medium", "hard") if d in rows) == 8
+    assert {"sandbox_errors", "abstained"} <= set(rows["all"])
+    assert sum(rows[d]["tasks"] for d in ("easy", "medium", "hard") if d in rows) == 5
+    lines = samples.read_text().splitlines()
+    assert len(lines) == 10 and all(json.loads(line, parse_constant=refuse) for line in lines)
     assert "pass@2" in done.stdout
+    # Not a terminal: progress comes as plain lines, the last one at the end.
+    assert "eval: 5/5 tasks" in done.stdout
+
+
+def refuse(constant: str):
+    raise ValueError(f"{constant} is not JSON")
+
+
+def test_eval_max_tasks_comes_from_the_config(monkeypatch):
+    # `eval.max_tasks` was read by the periodic evaluation only; `rlaif eval` honours it too.
+    from rlaif import __main__ as cli
+
+    seen = {}
+
+    async def fake_evaluate(config, tasks, toolchain, models, n, ks, console):
+        seen["tasks"] = len(tasks)
+        return []
+
+    monkeypatch.chdir(REPO)
+    monkeypatch.setattr("rlaif.evaluate.evaluate", fake_evaluate)
+    assert cli.main(["eval", "--set", "eval.max_tasks=3"]) == 0
+    assert seen["tasks"] == 3
+    assert cli.main(["eval", "--set", "eval.max_tasks=3", "--max-tasks", "0"]) == 0
+    assert seen["tasks"] == len(load_tasks(str(REPO / "data/eval.jsonl")))
 
 
 def test_eval_refuses_k_above_n():

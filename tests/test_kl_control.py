@@ -6,33 +6,49 @@ import math
 
 import pytest
 
-from rlaif.config import KLConfig
+from rlaif.config import ConfigError, KLConfig, load
 from rlaif.kl_control import AdaptiveKL, EmaKL, FixedKL, make_kl_controller
 
 
-def run(controller, kls, n=10):
+def run(controller, kls):
     betas = []
     for kl in kls:
-        controller.update(kl, n)
+        controller.update(kl)
         betas.append(controller.value)
     return betas
 
 
 def test_adaptive_follows_ziegler_with_the_error_clipped():
-    # beta 0.1, target 0.02, n / horizon = 10 / 100 = 0.1
+    # beta 0.1, target 0.02, one step of a 10-step horizon: beta *= 1 + e / 10
     # 0.03:  e = 0.03/0.02 - 1 = 0.5 -> clipped 0.2  -> 0.1 * (1 + 0.02) = 0.102
     # 0.01:  e = -0.5 -> -0.2 -> 0.102 * 0.98 = 0.09996
     # 0.021: e = 0.05 (inside the clip) -> 0.09996 * (1 + 0.005) = 0.1004598
     # 0.0:   e = -1 -> -0.2 -> 0.1004598 * 0.98 = 0.098450604
-    betas = run(AdaptiveKL(0.1, target=0.02, horizon=100), [0.03, 0.01, 0.021, 0.0])
+    betas = run(AdaptiveKL(0.1, target=0.02, horizon=10), [0.03, 0.01, 0.021, 0.0])
     assert betas == pytest.approx([0.102, 0.09996, 0.1004598, 0.098450604])
 
 
-def test_adaptive_step_scales_with_the_samples_in_the_update():
-    # e = 0.2 (clipped); n = 50 of horizon 100 -> 1 + 0.2 * 0.5 = 1.1
-    controller = AdaptiveKL(0.1, target=0.02, horizon=100)
-    controller.update(1.0, 50)
-    assert controller.value == pytest.approx(0.11)
+def test_the_default_adaptive_controller_moves_beta_visibly_within_a_short_run():
+    # The defaults (coef 0.05, target 0.02, horizon 10 steps) with the KL held at 2x the target:
+    # e = 2 - 1 = 1 -> clipped 0.2 -> beta *= 1 + 0.2 / 10 = 1.02 a step; after 20 steps
+    # 1.02^20 = 1.48595, so beta goes 0.05 -> 0.074297 (+49%). Held at half the target it falls
+    # by 0.98^20 = 0.66761.
+    defaults = KLConfig(controller="adaptive")
+    assert (defaults.coef, defaults.target, defaults.horizon) == (0.05, 0.02, 10.0)
+    rising = make_kl_controller(defaults)
+    betas = run(rising, [2 * defaults.target] * 20)
+    assert betas[-1] == pytest.approx(0.05 * 1.02**20)
+    assert betas[-1] == pytest.approx(0.074297, abs=1e-6)
+    falling = make_kl_controller(defaults)
+    assert run(falling, [defaults.target / 2] * 20)[-1] == pytest.approx(0.05 * 0.98**20)
+
+
+@pytest.mark.parametrize("controller", ["adaptive", "ema"])
+def test_a_controller_that_cannot_leave_zero_is_refused(controller):
+    with pytest.raises(ConfigError, match=r"kl.coef=0.0: the .* controller multiplies beta") as e:
+        load(None, [f"kl.controller={controller}", "kl.coef=0"])
+    assert "kl.controller=fixed" in str(e.value)  # the message says how to fix it
+    load(None, ["kl.controller=fixed", "kl.coef=0"])  # no penalty at all is allowed
 
 
 def test_ema_follows_the_seed_rule():
@@ -56,14 +72,14 @@ def test_ema_beta_is_clamped_to_the_seeds_range():
 
 def test_fixed_never_moves_and_nan_never_moves_anyone():
     assert run(FixedKL(0.05), [0.0, 5.0]) == [0.05, 0.05]
-    assert run(AdaptiveKL(0.1, 0.02, 100), [math.nan]) == [0.1]
+    assert run(AdaptiveKL(0.1, 0.02, 10), [math.nan]) == [0.1]
     ema = EmaKL(0.1, 0.02, 10.0)
     assert run(ema, [math.nan]) == [0.1] and ema.kl_ema == 0.0
 
 
 @pytest.mark.parametrize("kind", ["fixed", "adaptive", "ema"])
 def test_state_round_trip_continues_identically(kind):
-    config = KLConfig(coef=0.1, controller=kind, target=0.02, horizon=100.0, gain=10.0)
+    config = KLConfig(coef=0.1, controller=kind, target=0.02, horizon=10.0, gain=10.0)
     first = make_kl_controller(config)
     run(first, [0.05, 0.01])
     resumed = make_kl_controller(config)

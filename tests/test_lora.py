@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import pytest
 import torch
+from transformers import AutoModelForCausalLM
 
+from rlaif.checkpoint import CheckpointError, save_checkpoint
 from rlaif.config import Config, ConfigError, KLConfig, StudentConfig, TrainerConfig
+from rlaif.export import export_checkpoint
 from rlaif.student import Generator, load_student
 from rlaif.trainer import Trainer, _pad_batch, make_accelerator
 from rlaif.types import Task
+from tests.conftest import run_cli
 
 TASK = Task("a", "Write `fn a() -> i32` returning 1.", "#[test] fn t() {}", "easy")
 ADV = [1.0, -1.0, 0.5, -0.5]
@@ -69,18 +73,41 @@ def test_reference_logprobs_equal_the_base_models(setup, tiny_model_dir):
     assert not torch.allclose(policy, expected, atol=1e-3)  # while the policy has moved
 
 
-def test_export_merges_the_adapters_into_a_plain_model(setup, tiny_model_dir, tmp_path):
+def test_a_lora_checkpoint_holds_the_adapter_and_exports_merged(setup, tmp_path):
     trainer, samples, config = setup
     trainer.update(samples, ADV)
-    trainer.update(samples, ADV)
-    merged = trainer.export_model()
-    names = [n for n, _ in merged.named_parameters()]
-    assert not any("lora" in n for n in names)
+    trainer.update(samples, ADV)  # the adapters are now non-zero
+    _, tokenizer = load_student(config.student, CPU, torch.float32)
+    checkpoint = save_checkpoint(
+        tmp_path / "run",
+        2,
+        model=trainer.policy,
+        tokenizer=tokenizer,
+        trainer_state=trainer.state_dict(),
+        sampler_state={},
+        config=config,
+        metrics_rows=0,
+        tasks=[TASK],
+    )
+    # What a LoRA run's checkpoint holds: the adapter, not a model a plain loader takes.
+    assert (checkpoint / "adapter_config.json").is_file()
+    assert not (checkpoint / "model.safetensors").exists()
+    with pytest.raises(CheckpointError, match="holds a LoRA adapter, not a model: add --merge"):
+        export_checkpoint(checkpoint, tmp_path / "refused")
+    assert not (tmp_path / "refused").exists()
+
+    out = tmp_path / "exported"
+    done = run_cli("export", str(tmp_path / "run"), str(out), "--merge", timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "merged into" in done.stdout
+    assert not (out / "adapter_config.json").exists() and not (out / "trainer.pt").exists()
+    merged = AutoModelForCausalLM.from_pretrained(out)  # plain transformers, no peft
+    assert not any("lora" in n for n, _ in merged.named_parameters())
     batch = _pad_batch(samples, CPU)
     with torch.no_grad():
         want, _ = trainer._completion_logprobs(trainer.policy, batch, entropy=False)
         got, _ = trainer._completion_logprobs(merged, batch, entropy=False)
-    assert torch.allclose(got, want, atol=1e-4)
+    assert torch.allclose(got, want, atol=1e-4)  # the merged weights act as base + adapter
     assert trainer.policy.peft_config  # the training model keeps its adapters
 
 

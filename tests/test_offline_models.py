@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from rlaif.config import StudentConfig
 from rlaif.offline_models import (
     DEFAULT_NAME,
     REGISTRY,
@@ -98,7 +99,9 @@ def test_registry_entries_are_consistent():
             assert sum(sizes) == entry.size, entry.name
         assert len({p.member for p in entry.parts}) == len(entry.parts), entry.name
         assert all(len(p.sha256 or "0" * 64) == 64 for p in entry.parts), entry.name
-    assert REGISTRY["smollm2-135m"].folder == "smollm2-135m-instruct"  # the default config's path
+    assert REGISTRY["smollm2-135m"].folder == "smollm2-135m-instruct"
+    default = REGISTRY[DEFAULT_NAME]
+    assert f"models/{default.folder}" == StudentConfig.model  # `make student` builds it
     assert not REGISTRY["qwen2.5-coder-0.5b"].bos_token
 
 
@@ -329,7 +332,9 @@ def test_cli_lists_the_students_and_refuses_an_unknown_name(tmp_path, capsys):
     assert main(["student", "list", *where]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert [line.split()[0] for line in lines] == ["name", *REGISTRY]
-    assert "built" in lines[1].split() and "not built" in lines[2]
+    rows = {line.split()[0]: line for line in lines[1:]}
+    assert "not built" not in rows[DEFAULT_NAME] and "built" in rows[DEFAULT_NAME].split()
+    assert all("not built" in row for name, row in rows.items() if name != DEFAULT_NAME)
 
     assert main(["student", "build", "qwen9", *where]) == 2
     assert "no offline student named 'qwen9'; known: smollm2-135m" in capsys.readouterr().err

@@ -9,7 +9,14 @@ import pytest
 
 from rlaif import config as config_module
 from rlaif.config import TeacherConfig
-from rlaif.rubric import CRITERIA, RUBRIC_VERSION, normalised_weights, parse_verdict
+from rlaif.rubric import (
+    CRITERIA,
+    RUBRIC_VERSION,
+    normalised_weights,
+    read_verdict,
+    score_verdict,
+)
+from rlaif.types import Judgement
 
 WEIGHTS = {c: getattr(TeacherConfig(), f"weight_{c}") for c in CRITERIA}
 VERDICT = {
@@ -24,6 +31,14 @@ VERDICT = {
 VERDICT_SCORE = 0.87
 
 
+def parse_verdict(text: str, weights, finished: bool = True) -> Judgement:
+    """What the teacher does with a reply: read it, then score it (or abstain saying why)."""
+    raw = read_verdict(text)
+    if isinstance(raw, str):
+        return Judgement(abstained=raw)
+    return score_verdict(raw, weights, finished)
+
+
 def test_the_default_weights_are_the_seeds_with_quality_split():
     # the seed: correctness 0.3, quality 0.3, efficiency 0.2, documentation 0.2; here quality
     # 0.2 + idiomaticity 0.1 make up its 0.3
@@ -34,7 +49,8 @@ def test_the_default_weights_are_the_seeds_with_quality_split():
         "efficiency": 0.2,
         "documentation": 0.2,
     }
-    assert config_module._RUBRIC_CRITERIA == CRITERIA
+    # The criteria are the config's weight_* keys, in their order.
+    assert CRITERIA == ("correctness", "quality", "idiomaticity", "efficiency", "documentation")
     assert RUBRIC_VERSION
 
 

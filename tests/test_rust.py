@@ -9,11 +9,13 @@ import os
 import anyio
 import pytest
 
+from rlaif.cache import ResultCache
 from rlaif.config import RewardsConfig, RustConfig
 from rlaif.data import load_tasks
-from rlaif.rewards import reward_terms
+from rlaif.metrics import score_metrics
+from rlaif.rewards import RUST_TERMS, reward_terms
 from rlaif.rust import RustJudge, find_toolchain, parse_test_output
-from rlaif.types import Judgement
+from rlaif.types import TEACHER_OFF, Judgement, Sample, Scored, Task
 from tests.conftest import REPO, run_cli
 
 ADD_TESTS = """
@@ -86,6 +88,34 @@ def test_infinite_loop_is_killed_and_reported_as_timed_out():
     code = "fn add(a: i32, b: i32) -> i32 { loop { std::hint::black_box(a); } }"
     r = judge(code, timeout_s=2.0, test_cpu_s=1)
     assert r.compiled and r.timed_out and r.tests_passed == 0 and r.tests_total == 3
+    assert r.sandbox_error is None  # the code's endless loop, not rustc's: a failed test
+
+
+# Constant evaluation that never ends keeps rustc's check busy (the deny-by-default lint that
+# would stop it is allowed): a stand-in for rustc running out of time on a loaded machine.
+SLOW_TO_CHECK = (
+    """#![allow(long_running_const_eval)]
+const fn spin(n: u64) -> u64 { let mut i = 0; while i < n { i += 1; } i }
+pub const SPUN: u64 = spin(u64::MAX);
+"""
+    + CORRECT
+)
+
+
+def test_a_rustc_timeout_abstains_is_counted_and_is_not_cached(tmp_path):
+    cache = ResultCache(tmp_path, "rust")
+    judge = RustJudge(find_toolchain(), RustConfig(timeout_s=0.5), concurrency=1, cache=cache)
+    r = anyio.run(judge.judge, SLOW_TO_CHECK, ADD_TESTS)
+    assert r.timed_out and r.sandbox_error == "rustc timed out in the check after 0.5 s"
+    assert len(cache) == 0  # another try, on a quieter machine, may well compile it
+    # No verdict: every rust term abstains (NaN), never the -2 of a broken build.
+    components, sources = reward_terms(r, Judgement(abstained=TEACHER_OFF), True, RewardsConfig())
+    assert all(math.isnan(components[term]) for term in RUST_TERMS)
+    assert math.isnan(sources["rust"])
+    task = Task("add", "Write add.", ADD_TESTS, "easy")
+    sample = Sample(task, 0, [], [], [], "", SLOW_TO_CHECK, 0, True)
+    row = score_metrics([Scored(sample, r, Judgement(abstained=TEACHER_OFF), components, sources)])
+    assert (row["rust_timeouts"], row["rust_compile_timeouts"]) == (1, 1)
 
 
 def test_tests_cannot_see_api_keys_of_the_parent(monkeypatch):

@@ -9,13 +9,12 @@ import anyio
 import pytest
 from teacher_server import TeacherServer
 
-from rlaif import metrics, rewards, teacher
 from rlaif.config import Config, RustConfig, TeacherConfig
 from rlaif.metrics import score_metrics
 from rlaif.rust import RustJudge
 from rlaif.scoring import Scorer
-from rlaif.teacher import NOT_COMPILED, make_teacher
-from rlaif.types import Sample, Task
+from rlaif.teacher import make_teacher
+from rlaif.types import NOT_COMPILED, TEACHER_OFF, Judgement, Sample, Task
 
 KEY_ENV = "RLAIF_TEST_KEY"
 TASK = Task(
@@ -76,5 +75,7 @@ def test_with_only_compiled_off_every_sample_is_sent(toolchain, tmp_path):
     assert broken.judgement.score == pytest.approx(0.67)
 
 
-def test_the_metrics_module_names_the_same_reasons():
-    assert metrics.NOT_JUDGED == (rewards.TEACHER_OFF, teacher.NOT_COMPILED)
+def test_only_samples_the_teacher_was_asked_about_count_as_its_abstentions():
+    assert not Judgement(abstained=TEACHER_OFF).asked
+    assert not Judgement(abstained=NOT_COMPILED).asked
+    assert Judgement(abstained="timeout: no answer in 60 s").asked and Judgement(score=0.5).asked

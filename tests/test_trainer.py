@@ -11,7 +11,7 @@ import torch
 
 from rlaif.config import Config, KLConfig, StudentConfig, TrainerConfig
 from rlaif.student import Generator, load_student
-from rlaif.trainer import Trainer, _pad_batch, make_accelerator
+from rlaif.trainer import Trainer, _pad_batch, make_accelerator, update_objective
 from rlaif.types import Task
 
 TASK = Task("a", "Write `fn a() -> i32` returning 1.", "#[test] fn t() {}", "easy")
@@ -92,6 +92,90 @@ def test_first_update_is_on_policy_with_zero_kl(setup):
         s.policy_version = 1  # pretend they were sampled again, so no IS anchor is taken
     second = trainer.update(fresh, ADV)
     assert second["kl"] > 0.0  # now the policy has moved away from the reference
+
+
+def textbook_logprobs(trainer: Trainer, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """The formula `_completion_logprobs` used before it was chunked: a full [n, C, V]
+    log-softmax, gathered, and the entropy from it (kept here as the reference)."""
+    length = batch["input_ids"].shape[1]
+    keep = length - int(batch["prompt_len"].min()) + 1
+    logits = trainer.policy(
+        input_ids=batch["input_ids"], attention_mask=batch["attention"], logits_to_keep=keep
+    ).logits  # [n, keep, V]
+    rows = torch.arange(logits.shape[0]).unsqueeze(1)  # [n, 1]
+    at = batch["prompt_len"].unsqueeze(1) - 1 + batch["offsets"] - (length - keep)
+    at = at.clamp(max=keep - 1)  # [n, C]
+    picked = logits[rows, at].float() / trainer.config.student.temperature  # [n, C, V]
+    logp_all = torch.log_softmax(picked, dim=-1)  # [n, C, V]
+    logp = logp_all.gather(2, batch["targets"].unsqueeze(2)).squeeze(2)  # [n, C]
+    return logp, -(logp_all.exp() * logp_all).sum(-1)  # [n, C] each
+
+
+def test_chunked_logprobs_and_their_gradients_equal_the_textbook_formula(setup, monkeypatch):
+    trainer, samples = setup
+    batch = _pad_batch(uneven(samples), torch.device("cpu"))
+    # Small chunks, so the tiny vocabulary (384) is cut into several pieces of positions.
+    monkeypatch.setattr("rlaif.algo.LOGPROB_CHUNK_ELEMENTS", 3 * 384)
+    torch.manual_seed(1)
+    w_logp = torch.randn(batch["targets"].shape)  # [n, C]; any upstream gradient, padding too
+    w_ent = torch.randn(batch["targets"].shape)
+    for grad_entropy in (False, True):
+        results = []
+        for compute in ("textbook", "chunked"):
+            trainer.policy.zero_grad(set_to_none=True)
+            if compute == "textbook":
+                logp, ent = textbook_logprobs(trainer, batch)
+                ent = ent if grad_entropy else ent.detach()
+            else:
+                logp, ent = trainer._completion_logprobs(
+                    trainer.policy, batch, entropy=True, grad_entropy=grad_entropy
+                )
+            assert ent.requires_grad == grad_entropy
+            ((logp * w_logp).sum() + (ent * w_ent).sum()).backward()
+            grads = {n: p.grad.clone() for n, p in trainer.policy.named_parameters()}
+            results.append((logp.detach(), ent.detach(), grads))
+        (old_logp, old_ent, old_grads), (logp, ent, grads) = results
+        # Each chunk's log-softmax is torch's own: the values are the textbook's (to 1e-6).
+        assert torch.allclose(logp, old_logp, rtol=0, atol=1e-6)
+        assert torch.allclose(ent, old_ent, rtol=0, atol=1e-6)
+        for name, g in old_grads.items():
+            assert g.abs().sum() > 0, name
+            # Equal to 1e-6 of the tensor's largest entry (the embedding's reaches ~10): the
+            # two differ by float rounding only, a few ulps.
+            scale = g.abs().max().item()
+            assert (grads[name] - g).abs().max().item() <= 1e-6 * scale, (grad_entropy, name)
+    # Without entropy only the log-probs come back (the reference's pass).
+    logp, ent = trainer._completion_logprobs(trainer.policy, batch, entropy=False)
+    assert ent is None and torch.allclose(logp.detach(), old_logp, rtol=0, atol=1e-6)
+
+
+def test_the_default_update_is_reinforce_and_says_so(tiny_model_dir, setup):
+    # Defaults: one epoch, one minibatch, is_cap 2, max_staleness 1.
+    objective = update_objective(Config())
+    assert objective.startswith(
+        "REINFORCE with a group baseline, truncated importance sampling (is_cap 2) and a KL "
+        "penalty (kl.coef 0.05, fixed)"
+    )
+    assert "clip_eps_low/high do not act" in objective
+    trainer, samples = setup
+    trainer.update(samples, ADV)  # now the samples are one update old, as in the pipeline
+    stats = trainer.update(samples, ADV)
+    # Anchored on its own gradient pass: the ratio is exactly 1 and nothing is ever clipped.
+    assert stats["self_anchored"] == 1.0
+    assert stats["ratio_max"] == stats["ratio_mean"] == 1.0 and stats["clip_frac"] == 0.0
+
+
+def test_with_several_epochs_the_clip_acts_and_the_objective_says_ppo(tiny_model_dir, setup):
+    _, samples = setup
+    config = make_config(tiny_model_dir, epochs=2)
+    assert update_objective(config).startswith(
+        "PPO's clipped surrogate (ratio clipped to [0.8, 1.2]) over 2 epoch(s) x 1 minibatch(es)"
+    )
+    trainer, _ = make_trainer(config)
+    stats = trainer.update(samples, ADV)
+    # The second epoch sees the weights the first one moved: the ratio leaves 1 and the clip bites.
+    assert stats["self_anchored"] == 0.0
+    assert stats["ratio_max"] > 1.0 + config.trainer.clip_eps_high and stats["clip_frac"] > 0
 
 
 def test_zero_advantages_and_zero_kl_leave_gradients_at_zero(setup):
@@ -240,7 +324,7 @@ def kl_run(tiny_model_dir, controller: str) -> tuple[list[float], list[float]]:
             model=str(tiny_model_dir), autocast="off", max_new_tokens=12, system_prompt=None
         ),
         trainer=TrainerConfig(learning_rate=3e-3, micro_batch_size=8, lr_schedule="constant"),
-        kl=KLConfig(coef=10.0, controller=controller, target=0.05, horizon=8.0),
+        kl=KLConfig(coef=10.0, controller=controller, target=0.05, horizon=1.0),
     )
     torch.manual_seed(0)
     trainer, tokenizer = make_trainer(config)
@@ -259,7 +343,7 @@ def kl_run(tiny_model_dir, controller: str) -> tuple[list[float], list[float]]:
 def test_adaptive_kl_brings_the_measured_kl_within_2x_of_the_target(tiny_model_dir):
     # Target 0.05 per token, reachable: with beta 0 this run ends near 0.15, with beta held at
     # its starting 10 it stays near 0.02 (both outside [0.025, 0.1], checked below for the
-    # fixed case). The adaptive rule (n / horizon = 8 / 8: beta moves by up to 20% a step)
+    # fixed case). The adaptive rule (horizon 1 step: beta moves by up to 20% a step)
     # lowers beta until the KL sits near the target.
     kls, betas = kl_run(tiny_model_dir, "adaptive")
     settled = sum(kls[-5:]) / 5
