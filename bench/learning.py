@@ -312,8 +312,8 @@ def render_section(result: dict[str, Paired], meta: dict, out_dir: str) -> str:
         )
     lines += [
         "",
-        f"**{'PASS' if passed else 'FAIL'}** (the reward's rise has its 95% interval above 0, "
-        f"and the compile rate rises): {why}.",
+        f"**{'PASS' if passed else 'FAIL'}** (the rises of the mean reward and of the compile "
+        f"rate both have their 95% intervals above 0): {why}.",
         "",
         f"Plots of the training run: `{out_dir}/*.png`; ten final-checkpoint completions with "
         f"their reward terms: `{out_dir}/samples.md`.",
