@@ -516,7 +516,7 @@ def measure(shape: Shape, w: Workload, jobs: int, work: Path, with_trl: bool) ->
                 server.reset()
             result = run_trl(config, w, work)
             trl = replace(trl_stages(result, w.samples_per_step), teacher_calls=calls(server))
-            precision = result.get("autocast", "off")
+            precision = result.get("autocast", "fp32")
             print(f"  TRL: {result['torch_threads']} torch threads, autocast {precision}")
             for note in result.get("differences", []):
                 print(f"  TRL differs: {note}")

@@ -239,7 +239,7 @@ def main() -> int:
         "score_seconds": statistics.fmean(scoring),
         "samples_per_step": grpo_args.generation_batch_size,
         "torch_threads": threads,
-        "autocast": "bf16" if grpo_args.bf16 else "off",
+        "autocast": "bf16" if grpo_args.bf16 else "fp32",
         "differences": differences,
     }
     print(json.dumps(result), flush=True)

@@ -63,10 +63,11 @@ class StudentConfig:
         "The weights' dtype (the optimizer's master copy). `auto`: float32 everywhere; "
         "speed comes from `autocast`.",
     )
-    autocast: Literal["auto", "bf16", "off"] = _opt(
+    autocast: Literal["auto", "bf16", "fp32"] = _opt(
         "auto",
         "What forward passes compute in (generation and the update). `auto`: bf16 on CUDA and "
-        "on CPUs with bf16 matrix hardware (AMX, AVX512-BF16), off elsewhere (MPS, other CPUs).",
+        "on CPUs with bf16 matrix hardware (AMX, AVX512-BF16), fp32 elsewhere (MPS, other CPUs); "
+        "`fp32`: no autocast.",
     )
     use_chat_template: bool = _opt(
         True,

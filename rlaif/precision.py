@@ -30,7 +30,7 @@ def pick_autocast(requested: str, device: torch.device) -> torch.dtype | None:
     than fp32, bench/RESULTS.md); fp32 on MPS (fp16 there overflows without a loss scaler and
     bf16 needs macOS 14+) and on other CPUs.
     """
-    if requested == "off":
+    if requested == "fp32":
         return None
     if requested == "bf16":
         return torch.bfloat16

@@ -39,7 +39,7 @@ TASKS = [Task(f"t{i}", f"Write `fn t{i}() -> i32`.", "#[test] fn t() {}", "easy"
 
 def make_trainer(model_dir, seed: int):
     config = Config(
-        student=StudentConfig(model=str(model_dir), autocast="off", max_new_tokens=12),
+        student=StudentConfig(model=str(model_dir), autocast="fp32", max_new_tokens=12),
         trainer=TrainerConfig(learning_rate=1e-2),
     )
     torch.manual_seed(seed)

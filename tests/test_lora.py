@@ -25,7 +25,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 def lora_config(tiny_model_dir, **trainer) -> Config:
     return Config(
         student=StudentConfig(
-            model=str(tiny_model_dir), autocast="off", max_new_tokens=16, system_prompt=None
+            model=str(tiny_model_dir), autocast="fp32", max_new_tokens=16, system_prompt=None
         ),
         trainer=TrainerConfig(**{"learning_rate": 1e-2, "lora_r": 4, "lora_alpha": 8.0, **trainer}),
         kl=KLConfig(coef=0.1),

@@ -78,7 +78,7 @@ def test_gauge_reports_the_time_weighted_mean_and_peak_per_window():
 
 def test_generation_stops_at_the_next_token_once_asked(tiny_model_dir):
     student = StudentConfig(
-        model=str(tiny_model_dir), autocast="off", max_new_tokens=40, use_chat_template=False
+        model=str(tiny_model_dir), autocast="fp32", max_new_tokens=40, use_chat_template=False
     )
     model, tokenizer = load_student(student, torch.device("cpu"), torch.float32)
     task = Task(id="t", prompt="fn add(a: i32, b: i32) -> i32 {", tests="", difficulty="easy")

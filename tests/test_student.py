@@ -144,7 +144,7 @@ def test_sampling_ignores_the_models_generation_config_so_the_trainer_scores_wha
 
     config = Config(
         student=StudentConfig(
-            model=str(model_dir), autocast="off", max_new_tokens=20, temperature=0.9
+            model=str(model_dir), autocast="fp32", max_new_tokens=20, temperature=0.9
         )
     )
     model, tokenizer = load_student(config.student, torch.device("cpu"), torch.float32)

@@ -24,7 +24,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 def make_config(tiny_model_dir, **trainer) -> Config:
     return Config(
         student=StudentConfig(
-            model=str(tiny_model_dir), autocast="off", max_new_tokens=16, system_prompt=None
+            model=str(tiny_model_dir), autocast="fp32", max_new_tokens=16, system_prompt=None
         ),
         trainer=TrainerConfig(**{"learning_rate": 1e-2, "micro_batch_size": 3, **trainer}),
         kl=KLConfig(coef=0.1),
@@ -321,7 +321,7 @@ def kl_run(tiny_model_dir, controller: str) -> tuple[list[float], list[float]]:
     away from the reference); returns the KL each update measured and the beta it used."""
     config = Config(
         student=StudentConfig(
-            model=str(tiny_model_dir), autocast="off", max_new_tokens=12, system_prompt=None
+            model=str(tiny_model_dir), autocast="fp32", max_new_tokens=12, system_prompt=None
         ),
         trainer=TrainerConfig(learning_rate=3e-3, micro_batch_size=8, lr_schedule="constant"),
         kl=KLConfig(coef=10.0, controller=controller, target=0.05, horizon=1.0),
