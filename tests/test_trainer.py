@@ -9,6 +9,7 @@ import math
 import pytest
 import torch
 
+from bench.logprob_memory import textbook
 from rlaif.config import Config, KLConfig, StudentConfig, TrainerConfig
 from rlaif.student import Generator, load_student
 from rlaif.trainer import Trainer, _pad_batch, make_accelerator, update_objective
@@ -96,19 +97,9 @@ def test_first_update_is_on_policy_with_zero_kl(setup):
 
 def textbook_logprobs(trainer: Trainer, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
     """The formula `_completion_logprobs` used before it was chunked: a full [n, C, V]
-    log-softmax, gathered, and the entropy from it (kept here as the reference)."""
-    length = batch["input_ids"].shape[1]
-    keep = length - int(batch["prompt_len"].min()) + 1
-    logits = trainer.policy(
-        input_ids=batch["input_ids"], attention_mask=batch["attention"], logits_to_keep=keep
-    ).logits  # [n, keep, V]
-    rows = torch.arange(logits.shape[0]).unsqueeze(1)  # [n, 1]
-    at = batch["prompt_len"].unsqueeze(1) - 1 + batch["offsets"] - (length - keep)
-    at = at.clamp(max=keep - 1)  # [n, C]
-    picked = logits[rows, at].float() / trainer.config.student.temperature  # [n, C, V]
-    logp_all = torch.log_softmax(picked, dim=-1)  # [n, C, V]
-    logp = logp_all.gather(2, batch["targets"].unsqueeze(2)).squeeze(2)  # [n, C]
-    return logp, -(logp_all.exp() * logp_all).sum(-1)  # [n, C] each
+    log-softmax, gathered, and the entropy from it (bench/logprob_memory.py keeps it as the
+    baseline it measures against)."""
+    return textbook(trainer, trainer.policy, batch, entropy=True, grad_entropy=True)
 
 
 def test_chunked_logprobs_and_their_gradients_equal_the_textbook_formula(setup, monkeypatch):
