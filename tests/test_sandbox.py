@@ -25,6 +25,7 @@ import resource
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import tempfile
@@ -352,11 +353,22 @@ def _python_for(user: str) -> str | None:
     return None
 
 
+def _others_may_read(path: Path) -> bool:
+    """Whether a user with no rights of its own can read `path`: every folder above it lets
+    others through (x) and the path itself lets them read (r)."""
+    path = path.resolve()
+    through = all(folder.stat().st_mode & stat.S_IXOTH for folder in path.parents)
+    return through and bool(path.stat().st_mode & stat.S_IROTH)
+
+
 def as_nobody(argv: list[str], processes: int, timeout_s: float = 4.0) -> dict:
     python = _python_for("nobody")
     if python is None:
         pytest.skip("no Python that the user nobody may run")
     site = next(p for p in sys.path if p.endswith("site-packages"))
+    if not all(_others_may_read(Path(p)) for p in (AS_USER, site, REPO / "rlaif")):
+        # e.g. a checkout under a 0700 temporary folder: nobody cannot reach the code it runs.
+        pytest.skip("the checkout or its packages are not readable by the user nobody")
     env = {"PATH": sandbox.SAFE_PATH, "PYTHONPATH": f"{REPO}:{site}", "LANG": "C.UTF-8"}
 
     def safety_net() -> None:  # should the sandbox's own limit fail, this one still holds
