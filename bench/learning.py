@@ -23,6 +23,12 @@ evaluations of 62 tasks x 4 samples, i.e. 31 generation batches of 8 each; one s
 318 s with the machine shared (load average 4), so run it on a quiet machine, or lower
 --samples / --max-tasks (the intervals are over tasks: fewer tasks widen them directly).
 
+`--teacher llama-cpp` trains with the local teacher (`teacher.provider: llama-cpp`, the offline
+Qwen2.5-Coder-1.5B-Instruct by default; `make local-teacher` first) and writes its own section,
+"Does the teacher help?", with the teacher's share of the training reward and the seconds per
+step; `--before-from runs/learning-bench` reuses the compiler-only run's before-evaluation (the
+evaluations consult no teacher, so it is the same measurement).
+
 The acceptance rule (`verdict`): the 95% intervals of the rises of the mean reward and of the
 compile rate both lie above 0 (pass@1's rise is reported with its interval). Exit code 0 on
 PASS, 1 on FAIL, 2 when a step failed. The evaluations consult no teacher: the mean reward is
@@ -56,6 +62,13 @@ from rlaif.stats import RATES, Paired, paired_bootstrap, task_values  # noqa: E4
 
 BEGIN, END = "<!-- learning:begin -->", "<!-- learning:end -->"
 HEADING = "## Does it learn? (`make learn`, i.e. `python bench/learning.py`)"
+# `--teacher llama-cpp`: the same bench with the local teacher judging during training, in its
+# own section beside the compiler-only one.
+TEACHER_MARKERS = (
+    "<!-- learning-teacher:begin -->",
+    "<!-- learning-teacher:end -->",
+    "## Does the teacher help? (`python bench/learning.py --teacher llama-cpp`)",
+)
 SEED = 0  # the bootstrap's draws; the evaluations use the config's run.seed
 SHOWN = 10  # completions in samples.md
 
@@ -81,18 +94,36 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--skip-before", action="store_true", help="reuse the saved before-eval")
     p.add_argument("--table", action="store_true", help="only rebuild the outputs from --work")
     p.add_argument("--quick", action="store_true", help="tiny model, 2 steps, 3 tasks")
+    p.add_argument(
+        "--teacher",
+        choices=["llama-cpp"],
+        help="train with the local teacher (teacher.gguf, default the offline Qwen2.5-Coder-1.5B) "
+        "and write its own section, 'Does the teacher help?'",
+    )
+    p.add_argument(
+        "--before-from",
+        type=Path,
+        help="reuse another work folder's before-evaluation (same tasks, samples, seed): the "
+        "evaluations consult no teacher, so the compiler-only run's serves a teacher run",
+    )
     args = p.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # for the recorded command
     quick = args.quick
     args.samples = args.samples or (2 if quick else 4)
     args.max_tasks = args.max_tasks if args.max_tasks is not None else (3 if quick else 0)
     args.resamples = args.resamples or (200 if quick else 10_000)
-    args.work = args.work or REPO / ("runs/learning-quick" if quick else "runs/learning-bench")
+    default_work = "runs/learning-quick" if quick else "runs/learning-bench"
+    args.work = args.work or REPO / (default_work + ("-teacher" if args.teacher else ""))
+    if args.teacher:
+        args.overrides = [f"teacher.provider={args.teacher}", *args.overrides]
+    if args.before_from:
+        args.skip_before = True
     # A smoke test must not overwrite the real results: its outputs stay in its work folder.
     args.results = args.results or (
         args.work / "RESULTS.md" if quick else REPO / "bench/RESULTS.md"
     )
-    args.out = args.out or (args.work / "learning" if quick else REPO / "bench/learning")
+    plots = "bench/learning-teacher" if args.teacher else "bench/learning"
+    args.out = args.out or (args.work / "learning" if quick else REPO / plots)
     if args.samples < 1:
         p.error("--samples must be at least 1")
     return args
@@ -191,6 +222,12 @@ def run(args: argparse.Namespace) -> dict:
         "temperature": config.student.temperature,
         "resamples": args.resamples,
     }
+    if args.before_from:
+        for name in ("before.json", "before.jsonl"):
+            shutil.copy2(args.before_from / name, work / name)
+        old["before"] = json.loads((args.before_from / "meta.json").read_text())["before"]
+        for key in ("samples", "tasks", "seed", "temperature"):
+            old[key] = json.loads((args.before_from / "meta.json").read_text()).get(key)
     if args.skip_before:
         if not (work / "before.jsonl").is_file() or "before" not in old:
             raise BenchError(f"--skip-before: no saved before-evaluation in {work}")
@@ -325,15 +362,18 @@ def _minutes(seconds: float | None) -> str:
     return "?" if seconds is None else f"{seconds / 60:.1f} min"
 
 
-def replace_section(text: str, body: str) -> str:
+def replace_section(
+    text: str, body: str, markers: tuple[str, str, str] = (BEGIN, END, HEADING)
+) -> str:
     """`text` with what lies between the markers replaced by `body` (the markers stay); a new
     section at the end when the markers are missing."""
-    start, end = text.find(BEGIN), text.find(END)
+    begin, end_marker, heading = markers
+    start, end = text.find(begin), text.find(end_marker)
     if start < 0 and end < 0:
-        return f"{text.rstrip()}\n\n{HEADING}\n\n{BEGIN}\n{body}\n{END}\n"
-    if start < 0 or end < start or text.count(BEGIN) > 1 or text.count(END) > 1:
-        raise BenchError(f"the results file needs exactly one {BEGIN} before one {END}")
-    return f"{text[: start + len(BEGIN)]}\n{body}\n{text[end:]}"
+        return f"{text.rstrip()}\n\n{heading}\n\n{begin}\n{body}\n{end_marker}\n"
+    if start < 0 or end < start or text.count(begin) > 1 or text.count(end_marker) > 1:
+        raise BenchError(f"the results file needs exactly one {begin} before one {end_marker}")
+    return f"{text[: start + len(begin)]}\n{body}\n{text[end:]}"
 
 
 def samples_markdown(records: list[dict], count: int = SHOWN, seed: int = SEED) -> str:
@@ -416,11 +456,35 @@ def write_outputs(args: argparse.Namespace, meta: dict) -> bool:
     shown = _shown(args.out)
     results = args.results
     text = results.read_text() if results.is_file() else "# Benchmark results\n"
-    results.write_text(replace_section(text, render_section(result, meta, shown)))
+    section = render_section(result, meta, shown)
+    if args.teacher:
+        section += "\n\n" + teacher_paragraph(run_dir)
+    markers = TEACHER_MARKERS if args.teacher else (BEGIN, END, HEADING)
+    results.write_text(replace_section(text, section, markers))
     passed, why = verdict(result)
     print(f"{'PASS' if passed else 'FAIL'}: {why}")
     print(f"table: {results}; samples: {args.out / 'samples.md'}")
     return passed
+
+
+def teacher_paragraph(run_dir: Path) -> str:
+    """The teacher's part in training: its share of the reward and what it cost per step."""
+    samples = read_records(run_dir / "samples.jsonl") if run_dir.is_dir() else []
+    terms = [r.get("components") or {} for r in samples]
+    total = sum(abs(v) for t in terms for v in t.values() if v == v)
+    teacher = sum(abs(t.get("teacher", 0.0)) for t in terms if t.get("teacher") == t.get("teacher"))
+    rows = read_records(run_dir / "metrics.jsonl") if run_dir.is_dir() else []
+    last = rows[-1] if rows else {}
+    steps = len(rows) or 1
+    share = f"{teacher / total:.1%}" if total else "?"
+    return (
+        f"The teacher's share of the training reward (sum of |teacher term| over the sum of "
+        f"|all terms|, {len(samples)} training samples): {share}. Requests "
+        f"{last.get('teacher_requests', '?')}, verdicts {last.get('teacher_verdicts', '?')}, "
+        f"abstentions {last.get('teacher_abstained', '?')}, latency p50 "
+        f"{last.get('teacher_latency_p50_s', float('nan')):.1f} s; "
+        f"{sum(r.get('step_seconds', 0.0) for r in rows) / steps:.0f} s per step."
+    )
 
 
 def _shown(path: Path) -> str:

@@ -9,13 +9,18 @@ sampling, samples per step, learning rate, precision and reward, through TRL's a
 functions), unless `--skip-trl` is given or trl is not installed (`pip install -e '.[bench]'`).
 
 The shapes (`--shape`; `all` runs the three in turn):
-- teacher (the default, and the flags this script always had, so older results compare):
-  teacher-bound scoring. The student is a tiny random Llama (`rlaif.tiny`, `--hidden` wide,
-  `--layers` deep, fp32 weights); the tasks are the first `--tasks` of data/train.jsonl; the
-  judges are the real rustc (`rust.concurrency` at its default, cores - 1) and a teacher that is
-  the loopback server of tests/teacher_server.py, which answers every request after
-  `--latency-ms` plus or minus `--jitter-ms` (seeded), `--teacher-concurrency` requests at once,
-  no rate limit. Every sample with code goes to the teacher (`teacher.only_compiled: false`).
+- teacher (the default): teacher-bound scoring. The student is a tiny random Llama
+  (`rlaif.tiny`, `--hidden` wide, `--layers` deep, fp32 weights); the tasks are the first
+  `--tasks` of data/train.jsonl; the judges are the real rustc (`rust.concurrency` at its
+  default, cores - 1) and a teacher that is the loopback server of tests/teacher_server.py, which
+  answers every request after `--latency-ms` plus or minus `--jitter-ms` (seeded),
+  `--teacher-concurrency` requests at once (2 here), no rate limit. The shape is meant to be
+  balanced, scoring about as long as generation + update, since only then can overlap win its
+  most; it was with one request at a time until the thread policy let generation and the update
+  keep both cores beside the teacher's waits (twice as fast), which left the step bound by
+  scoring alone (bench/RESULTS.md: 1.43x at most). `--teacher-concurrency 1` gives the older
+  workload, for comparison with results before 2026-12-06. Every sample with code goes to the
+  teacher (`teacher.only_compiled: false`).
   (`student.autocast` is left at auto: on a CPU with bf16 matrix hardware rlaif, and TRL with
   it, now compute in bf16, where results before it was added were plain fp32.)
 - rustc: rustc-bound scoring. A smaller tiny student (64 wide, 2 layers), the teacher off, the
@@ -256,7 +261,12 @@ def shapes() -> dict[str, Shape]:
     )
     return {
         "teacher": Shape(
-            "teacher", "teacher-bound scoring", Workload(), QUICK, teacher_checks, teacher=True
+            "teacher",
+            "teacher-bound scoring",
+            replace(Workload(), teacher_concurrency=2),  # balanced: see the docstring
+            QUICK,
+            teacher_checks,
+            teacher=True,
         ),
         "rustc": Shape(
             "rustc",

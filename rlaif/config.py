@@ -93,8 +93,10 @@ class StudentConfig:
 
 @dataclass(frozen=True)
 class TeacherConfig:
-    provider: Literal["none", "anthropic", "openai", "openai-compatible"] = _opt(
-        "anthropic", "Which API judges the code; `none` trains on compiler rewards alone."
+    provider: Literal["none", "anthropic", "openai", "openai-compatible", "llama-cpp"] = _opt(
+        "anthropic",
+        "Which API judges the code; `llama-cpp`: a local llama.cpp server the run starts and "
+        "stops itself (teacher.gguf; no key); `none` trains on compiler rewards alone.",
     )
     model: str = _opt("claude-haiku-4-5", "The teacher model's name at that provider.")
     api_key_env: str = _opt(
@@ -106,6 +108,21 @@ class TeacherConfig:
     required: bool = _opt(
         False,
         "Stop before loading any model when the key is missing (otherwise the teacher is off).",
+    )
+    gguf: str = _opt(
+        "qwen2.5-coder-1.5b",
+        "llama-cpp: the model the local server serves, a GGUF file or the name of an offline "
+        "model (`python -m rlaif student list`; assembled into cache/models on first use).",
+    )
+    server_threads: int = _opt(
+        0,
+        "llama-cpp: CPU threads of the local server (0: half the cores, at least 1); the "
+        "student's torch threads leave it these cores while it answers.",
+        min=0,
+    )
+    context_tokens: int = _opt(4096, "llama-cpp: the local server's context size.", min=512)
+    server_start_timeout_s: float = _opt(
+        180.0, "llama-cpp: how long the local server may take to load and answer.", min=1.0
     )
     timeout_s: float = _opt(60.0, "Per-request timeout in seconds.", min=0.1)
     max_tokens: int = _opt(300, "Tokens the teacher may write per verdict.", min=16)
@@ -429,9 +446,10 @@ class PipelineConfig:
     )
     torch_threads: int = _opt(
         0,
-        "torch CPU threads, fixed. 0: re-decided before every decoded token and update "
-        "micro-batch: the cores the rustc jobs running at that moment leave free (at least 1). "
-        "A fixed count makes runs repeat bit for bit.",
+        "torch CPU threads, fixed. 0: re-decided before every decoded token and every layer's "
+        "forward and backward pass of the update: the cores the rustc jobs (and a local teacher "
+        "server while it answers) leave free at that moment (at least 1). A fixed count makes "
+        "runs repeat bit for bit.",
         min=0,
     )
 
@@ -722,7 +740,7 @@ def _cross_checks(c: Config) -> list[tuple[str, str]]:
                 "kl.controller=fixed",
             )
         )
-    if c.teacher.provider != "none" and not c.teacher.api_key_env:
+    if c.teacher.provider not in ("none", "llama-cpp") and not c.teacher.api_key_env:
         problems.append(("teacher.api_key_env", "name the environment variable holding the key"))
     if not any(rubric_weights(c.teacher).values()):
         problems.append(("teacher.weight_correctness", "the rubric weights must not all be 0"))

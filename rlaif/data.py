@@ -45,22 +45,35 @@ class DataError(ValueError):
     """A task file that cannot be used; the message names file:line and field of each problem."""
 
 
-def load_tasks(path: str | Path) -> list[Task]:
+MAX_SHOWN_ERRORS = 20  # problems listed in one DataError; the rest are counted
+
+
+def numbered_lines(path: str | Path, what: str) -> list[tuple[int, str, str]]:
+    """(line number, "file:line", text) of each non-blank line of a JSONL file; DataError naming
+    the file (as "the `what`") when it cannot be read as UTF-8 text."""
     path = Path(path)
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except OSError as exc:
-        raise DataError(f"{path}: cannot read the task file: {exc.strerror}") from exc
+        raise DataError(f"{path}: cannot read the {what}: {exc.strerror}") from exc
     except UnicodeDecodeError as exc:
         raise DataError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
+    return [(n, f"{path}:{n}", line) for n, line in enumerate(lines, start=1) if line.strip()]
 
+
+def raise_if_any(errors: list[str]) -> None:
+    """One DataError listing every problem, one per line (the first MAX_SHOWN_ERRORS)."""
+    if errors:
+        extra = len(errors) - MAX_SHOWN_ERRORS
+        shown = errors[:MAX_SHOWN_ERRORS] + ([f"... and {extra} more"] if extra > 0 else [])
+        raise DataError("\n".join(shown))
+
+
+def load_tasks(path: str | Path) -> list[Task]:
     tasks: list[Task] = []
     errors: list[str] = []
     first_seen: dict[str, int] = {}
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        where = f"{path}:{number}"
+    for number, where, line in numbered_lines(path, "task file"):
         try:
             task = task_from_row(json_object(line, where), where)
         except DataError as exc:
@@ -73,9 +86,7 @@ def load_tasks(path: str | Path) -> list[Task]:
         tasks.append(task)
     if not tasks and not errors:
         errors.append(f"{path}: no tasks in the file")
-    if errors:
-        shown = errors[:20] + ([f"... and {len(errors) - 20} more"] if len(errors) > 20 else [])
-        raise DataError("\n".join(shown))
+    raise_if_any(errors)
     return tasks
 
 

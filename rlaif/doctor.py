@@ -4,8 +4,10 @@ Reports rustc and its version, clippy-driver, the sandbox level `rust.sandbox` p
 (whether it cuts the network, what it leaves uncovered, and one known-good rustc job run through
 it), the device torch would use and its thread count, the teacher (provider, model, and whether
 its key variable is set: the key itself is never printed), and the cache folder with its size.
-`--online` also sends the teacher one cheap request (one attempt, no retries: the point is to see
-the failure) and reports its latency or its error.
+`--online` also sends the teacher one grading request for a small known-good solution (one
+attempt, no retries: the point is to see the failure) and reports its latency, or its error, or
+that it answered off the rubric's format (a teacher that answers but cannot be read would abstain
+on every sample). With `teacher.provider: llama-cpp` it starts the local server for that request.
 
 Each line is a `Check`; the exit code is 1 when a required one fails (rustc missing, a sandbox
 level that is not available or a job that fails in it, a requested device absent, a required
@@ -29,6 +31,7 @@ import anyio
 from .config import Config
 from .rust import RustJudge, RustToolchainError, Toolchain, cpu_count, find_toolchain
 from .sandbox_levels import Level, SandboxUnavailable, resolve
+from .types import Task
 
 # The known-good job that proves the sandbox works: it compiles, builds with its test, passes.
 SMOKE_CODE = "fn one() -> i32 { 1 }"
@@ -130,6 +133,8 @@ def check_teacher(config: Config, environ: Mapping[str, str]) -> list[Check]:
     t = config.teacher
     if t.provider == "none":
         return [Check("teacher", True, "off (teacher.provider is none)", False)]
+    if t.provider == "llama-cpp":
+        return [check_local_teacher(config)]
     where = f" at {t.base_url}" if t.base_url else ""
     named = f"{t.provider} {t.model}{where}"
     if not environ.get(t.api_key_env):
@@ -147,6 +152,29 @@ def check_teacher(config: Config, environ: Mapping[str, str]) -> list[Check]:
     return [Check("teacher", True, detail)]
 
 
+def check_local_teacher(config: Config) -> Check:
+    """The local server can be started: llama-cpp-python installed, the model file known."""
+    from .local_server import server_installed
+
+    t = config.teacher
+    named = f"llama-cpp {t.gguf}"
+    if not server_installed():
+        return Check(
+            "teacher",
+            False,
+            f"{named}: llama-cpp-python is not installed (`make local-teacher`)",
+            t.required,
+        )
+    path = Path(t.gguf).expanduser()
+    from .offline_models import REGISTRY
+
+    if not path.is_file() and t.gguf not in REGISTRY:
+        return Check("teacher", False, f"{named}: neither a file nor an offline model", True)
+    where = str(path) if path.is_file() else f"offline model (cache/models/{t.gguf}.gguf)"
+    threads = t.server_threads or max(1, cpu_count() // 2)
+    return Check("teacher", True, f"{named}: local llama.cpp server, {where}, {threads} threads")
+
+
 def check_cache(config: Config) -> list[Check]:
     root = Path(config.cache.dir)
     if not root.exists():
@@ -161,19 +189,21 @@ def check_cache(config: Config) -> list[Check]:
 
 
 async def check_online(config: Config, environ: Mapping[str, str]) -> Check:
-    """One request, one attempt: its latency, or its error (the key redacted from any text)."""
+    """One grading request, one attempt: its latency and whether the reply reads as a verdict,
+    or its error (the key redacted from any text)."""
     from .providers import API_ERRORS, error_kind
+    from .rubric import SYSTEM_PROMPT, grading_request, read_verdict
     from .teacher import make_teacher
 
-    teacher_config = dataclasses.replace(config.teacher, max_tokens=16)
-    teacher, status = make_teacher(teacher_config, environ)
+    teacher, status = make_teacher(config.teacher, environ)
     if teacher is None:
         return Check("online", False, f"no request sent: {status}")
     key = environ.get(config.teacher.api_key_env, "")
+    request = grading_request(PROBE_TASK, PROBE_CODE, "")
     started = time.perf_counter()
     try:
         with anyio.fail_after(teacher.deadline_s):
-            reply = await teacher.backend.complete("Answer with the single word: ok", "ping")
+            reply = await teacher.backend.complete(SYSTEM_PROMPT, request)
         ms = (time.perf_counter() - started) * 1000
     except (*API_ERRORS, TimeoutError) as exc:
         kind = "timeout" if isinstance(exc, TimeoutError) else error_kind(exc)
@@ -181,13 +211,26 @@ async def check_online(config: Config, environ: Mapping[str, str]) -> Check:
         return Check("online", False, text.replace(key, "***") if key else text)
     finally:
         await teacher.aclose()
-    said = reply.text.strip().replace("\n", " ")[:40]
-    return Check(
-        "online",
-        True,
-        f"answered in {ms:.0f} ms ({reply.input_tokens} tokens in, {reply.output_tokens} out): "
-        f"{said!r}",
+    said = reply.text.strip().replace("\n", " ")[:80]
+    answered = (
+        f"answered in {ms:.0f} ms ({reply.input_tokens} tokens in, {reply.output_tokens} out)"
     )
+    verdict = read_verdict(reply.text)
+    if isinstance(verdict, str):  # the reason the teacher would abstain on every sample
+        return Check("online", False, f"{answered} off the rubric's format ({verdict}): {said!r}")
+    scores = ", ".join(f"{k} {v:g}" for k, v in verdict.items() if k != "reason")
+    return Check("online", True, f"{answered} in the rubric's format: {scores}")
+
+
+# The online check's request: a small task and a right answer, so a teacher that reads it well
+# scores it high (the score is shown, not checked: judging quality is `judge-check`'s job).
+PROBE_TASK = Task(
+    id="doctor_probe",
+    prompt="Write `fn add(a: i32, b: i32) -> i32` returning the sum of `a` and `b`.",
+    tests="",
+    difficulty="easy",
+)
+PROBE_CODE = "/// The sum of `a` and `b`.\nfn add(a: i32, b: i32) -> i32 {\n    a + b\n}\n"
 
 
 def run_doctor(

@@ -192,7 +192,11 @@ async def evaluate(
         if note := unjudged_note(result.rows["all"]):
             console.print(note)
         gen, score = result.timings["gen"], result.timings["score"]
-        console.print(f"generation {gen:.1f}s, scoring {score:.1f}s")
+        # The threads generation used show the thread policy at work: all cores while no
+        # rustc job runs (scoring a group takes about a second, generating it most of a minute).
+        gen_threads = threads.mean("gen")
+        used = f" on {gen_threads:.2f} of {threads.cores} torch threads" if gen_threads else ""
+        console.print(f"generation {gen:.1f}s{used}, scoring {score:.1f}s")
         results.append(result)
         del policy, generator  # free this model before the next one loads
     if len(results) == 2:

@@ -91,6 +91,9 @@ class OpenAIBackend:
     client: openai.AsyncOpenAI
     model: str
     max_tokens: int
+    # Sent as is when set: a local llama.cpp server takes {"type": "json_object", "schema": ...}
+    # and decodes only replies that match (rubric.verdict_schema).
+    response_format: dict | None = None
 
     def __post_init__(self) -> None:
         # The SDK imports its resource modules on first use (~0.2 s for `chat`): do it now, not
@@ -104,6 +107,7 @@ class OpenAIBackend:
             max_tokens=self.max_tokens,
             temperature=0,
             messages=[{"role": "system", "content": system}, {"role": "user", "content": user}],
+            **({"response_format": self.response_format} if self.response_format else {}),
         )
         reply = await _checked(request, openai.types.chat.ChatCompletion)
         text = (reply.choices[0].message.content or "") if reply.choices else ""

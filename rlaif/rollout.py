@@ -9,10 +9,16 @@ needs the rewards.
 CPU threads follow the CPU work in flight (`ThreadPolicy`). torch slows down badly when another
 busy process wants the same cores (REFERENCE.md, measured on a 2-core machine: 2 torch threads
 went from 0.9 s to 7.9 s per step beside one busy process, while 1 thread stayed at 1.1 s). So
-before every forward pass of generation (each decoded token) and before every micro-batch of the
-update, torch gets the cores that the rustc and test processes running at that moment leave
-free, and every core when none runs. Teacher calls waiting on the network take no core, so a
-step whose scoring is mostly waiting on the teacher keeps both cores busy with generation.
+before every forward pass of generation (each decoded token), and in the update before every
+transformer layer's forward and backward pass (`ThreadPolicy.per_layer`), torch gets the cores
+that the rustc and test processes (and a local teacher server while it answers) leave free at
+that moment, and every core when none runs. Teacher calls waiting on the network take no core,
+so a step whose scoring is mostly waiting on an API keeps both cores busy with generation.
+
+Why per layer and not per micro-batch: a micro-batch of the update takes 10-15 s for
+Qwen2.5-Coder-0.5B on 2 cores, and the rustc jobs of the batch just generated start as the update
+does and last under a second. Decided once per micro-batch, the update ran mostly on one thread
+for jobs long finished, and max_staleness 1 was slower than 0 (bench/RESULTS.md, 2026-12-06).
 
 The price: the thread count now depends on timing, and so do the low bits of floating-point
 sums; a run that must repeat bit for bit sets `pipeline.torch_threads` (a fixed count).
@@ -22,7 +28,8 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -81,10 +88,43 @@ class ThreadPolicy:
         """`use(stage)` as a callable, for the loops that decide before each pass."""
         return lambda: self.use(stage)
 
+    @contextmanager
+    def per_layer(self, model: torch.nn.Module, stage: str) -> Iterator[None]:
+        """Inside, `use(stage)` runs before each transformer layer's forward pass (a forward
+        pre-hook) and before its backward pass (a hook on the layer's input, which fires as the
+        gradient reaches it). On the CPU autograd runs the backward on the thread that called
+        it, so the count set there is the one the backward uses. The layers are the model's
+        longest ModuleList (a decoder's blocks); a model without one keeps the caller's
+        decisions alone. Each decision is a comparison unless the count changes."""
+        layers = _transformer_layers(model)
+
+        def decide_in_backward(grad: torch.Tensor) -> None:
+            self.use(stage)
+
+        def before_layer(module, args, kwargs) -> None:
+            self.use(stage)
+            hidden = args[0] if args else kwargs.get("hidden_states")
+            if isinstance(hidden, torch.Tensor) and hidden.requires_grad:
+                hidden.register_hook(decide_in_backward)
+
+        handles = [
+            layer.register_forward_pre_hook(before_layer, with_kwargs=True) for layer in layers
+        ]
+        try:
+            yield
+        finally:
+            for handle in handles:
+                handle.remove()
+
     def mean(self, stage: str) -> float | None:
         """Mean threads `stage` used since the last call (None: it did not run); resets it."""
         total, decisions = self._tally.pop(stage, (0.0, 0))
         return total / decisions if decisions else None
+
+
+def _transformer_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
+    lists = [m for m in model.modules() if isinstance(m, torch.nn.ModuleList)]
+    return list(max(lists, key=len)) if lists else []
 
 
 async def in_torch_thread(

@@ -100,6 +100,18 @@ def grading_request(task: Task, code: str, context: str) -> str:
     return "\n\n".join(blocks)
 
 
+def verdict_schema() -> dict:
+    """The verdict's JSON schema, for servers that constrain decoding to one (llama.cpp's
+    `response_format: {"type": "json_object", "schema": ...}`): a small local model then cannot
+    answer off the rubric. Scores are whole numbers 0-10 as an enum, since llama.cpp's grammar
+    converter ignores `minimum`/`maximum`; the reason is capped so it cannot eat the token budget.
+    """
+    score = {"enum": list(range(11))}
+    properties = {criterion: score for criterion in CRITERIA}
+    properties["reason"] = {"type": "string", "maxLength": 200}
+    return {"type": "object", "properties": properties, "required": [*CRITERIA, "reason"]}
+
+
 _FENCED = re.compile(r"\A```[a-zA-Z]*\s*\n(.*?)\n?```\Z", re.DOTALL)
 _LONE_NUMBER = re.compile(r"\A(-?\d+(?:\.\d+)?)\s*(?:/\s*10)?\.?\Z")
 

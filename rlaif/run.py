@@ -12,6 +12,7 @@ same rewards, each trains on its own share, and only the main process writes fil
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import time
@@ -108,10 +109,13 @@ class Run:
             self.trainer.policy, self.tokenizer, config.student, precision=self.trainer.autocast
         )
         judge = RustJudge(toolchain, config.rust, rust_jobs, rust_cache(config.cache))
-        # torch's threads follow the rustc jobs running at each moment (rollout.ThreadPolicy).
-        self.threads = ThreadPolicy.for_config(
-            config, judge.running, local_processes(acc.num_processes)
-        )
+
+        # torch's threads follow the CPU work of scoring at each moment (rollout.ThreadPolicy):
+        # the rustc jobs running, and a local teacher server while it answers.
+        def busy() -> int:
+            return judge.running() + (teacher.busy_cores() if teacher is not None else 0)
+
+        self.threads = ThreadPolicy.for_config(config, busy, local_processes(acc.num_processes))
         self.scorer = Scorer(judge, teacher, config.rewards)
         # Every process holds the same sampler and feeds it the same gathered results, so all
         # of them draw the same tasks each step.
@@ -209,14 +213,18 @@ class Run:
         local_adv = flat_adv[first : first + len(local)]
         staleness = [self.version - s.sample.policy_version for s in scored]
 
-        stats = await in_torch_thread(
-            self.threads,
-            "train",
-            self.trainer.update,
-            [s.sample for s in local],
-            local_adv,
-            before_micro_batch=self.threads.hook("train"),
-        )
+        def update() -> dict[str, float]:
+            models = [self.trainer.policy, self.trainer.reference]  # reference: None under LoRA
+            with contextlib.ExitStack() as hooks:
+                for model in filter(None, models):
+                    hooks.enter_context(self.threads.per_layer(model, "train"))
+                return self.trainer.update(
+                    [s.sample for s in local],
+                    local_adv,
+                    before_micro_batch=self.threads.hook("train"),
+                )
+
+        stats = await in_torch_thread(self.threads, "train", update)
         row = {"iteration": iteration, **score_metrics(scored), **stats}
         row.update(self.sampler.metrics(), curriculum_replaced=len(dropped))
         row.update(

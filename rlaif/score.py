@@ -22,7 +22,7 @@ import anyio
 
 from . import strict_json
 from .config import Config
-from .data import DataError, json_object, load_tasks, task_from_row
+from .data import DataError, json_object, load_tasks, numbered_lines, raise_if_any, task_from_row
 from .extract import code_for_task
 from .metrics import sample_record
 from .rust import RustJudge, Toolchain, rust_cache
@@ -30,34 +30,21 @@ from .scoring import Scorer
 from .teacher import Teacher
 from .types import Sample, Scored, Task
 
-MAX_SHOWN_ERRORS = 20
-
 
 def read_requests(path: Path, dataset: dict[str, Task] | None) -> list[tuple[int, Task, str]]:
     """(line number, task, completion) per non-blank line; DataError listing every bad line.
 
     `dataset` maps task ids to tasks; None means none was loaded (no line names a task_id).
     """
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path}: cannot read the input: {exc}") from exc
     requests, errors = [], []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        where = f"{path}:{number}"
+    for number, where, line in numbered_lines(path, "input"):
         try:
             requests.append((number, *_request(json_object(line, where), where, dataset)))
         except DataError as exc:
             errors.extend(str(exc).split("\n"))
     if not requests and not errors:
         errors.append(f"{path}: no lines to score")
-    if errors:
-        extra = len(errors) - MAX_SHOWN_ERRORS
-        raise DataError(
-            "\n".join(errors[:MAX_SHOWN_ERRORS] + ([f"... and {extra} more"] * (extra > 0)))
-        )
+    raise_if_any(errors)
     return requests
 
 

@@ -28,6 +28,7 @@ from scratch, `sandbox.scrubbed_env`).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
@@ -35,6 +36,7 @@ import statistics
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import anthropic
@@ -43,9 +45,11 @@ import openai
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt
 from tenacity.wait import wait_random_exponential
 
+from . import strict_json
 from .breaker import CircuitBreaker
 from .cache import InFlight, ResultCache, cache_key
 from .config import CacheConfig, ConfigError, TeacherConfig, rubric_weights
+from .local_server import LocalServer, ServerSpec, resolve_gguf
 from .providers import (
     API_ERRORS,
     STATUS_ERRORS,
@@ -67,7 +71,9 @@ from .rubric import (
     grading_request,
     read_verdict,
     score_verdict,
+    verdict_schema,
 )
+from .rust import cpu_count
 from .spend import Budget, price_of
 from .types import Judgement, RustResult, Task
 
@@ -138,10 +144,16 @@ class Teacher:
         *,
         cache: ResultCache | None = None,
         clock: Clock = MONOTONIC,
+        identity: tuple[str, ...] | None = None,
+        server_threads: int = 0,
     ):
         self.backend = backend
         self.config = config
         self.cache = cache
+        # What decides the answers, for the cache key: a remote API by provider, model and
+        # address; a local server by its model file's hash and sampling (not its port).
+        self.identity = identity or (config.provider, config.model, config.base_url)
+        self.server_threads = server_threads  # cores a local server uses while it answers
         self.clock = clock
         self.only_compiled = config.only_compiled
         self.limiter = anyio.CapacityLimiter(config.concurrency)
@@ -328,12 +340,9 @@ class Teacher:
         return Judgement(abstained=reason)
 
     def _key(self, task: Task, code: str, context: str) -> str:
-        cfg = self.config
         return cache_key(
             "teacher",
-            cfg.provider,
-            cfg.model,
-            cfg.base_url,
+            *self.identity,
             RUBRIC_VERSION,
             task.id,
             task.prompt,
@@ -361,6 +370,11 @@ class Teacher:
 
     # --- reporting ----------------------------------------------------------------------
 
+    def busy_cores(self) -> int:
+        """Cores the teacher's requests take now: a local server's threads while it answers
+        (`rollout.ThreadPolicy` leaves them free), none for an API across the network."""
+        return self.server_threads if self.limiter.borrowed_tokens else 0
+
     def metrics(self) -> dict[str, float]:
         """Cumulative counts since the teacher was made, as flat `teacher_` keys."""
         s = self.stats
@@ -386,6 +400,8 @@ class Teacher:
             teacher_budget_exhausted=float(self.budget.exhausted is not None),
             teacher_circuit_open=float(self.breaker.state != "closed"),
         )
+        if self.server_threads:
+            row["teacher_server_threads"] = float(self.server_threads)
         return row
 
     async def aclose(self) -> None:
@@ -424,6 +440,8 @@ def make_teacher(
     """
     if config.provider == "none":
         return None, "teacher: off (teacher.provider is none); rewards come from rustc alone"
+    if config.provider == "llama-cpp":
+        return _local_teacher(config, cache_config, clock)
     key = environ.get(config.api_key_env, "")
     if not key:
         why = f"environment variable {config.api_key_env} is not set"
@@ -451,14 +469,7 @@ def make_teacher(
             api_key=key, base_url=config.base_url, max_retries=0, timeout=timeout
         )
         backend = OpenAIBackend(client, config.model, config.max_tokens)
-    cache = None
-    if cache_config is not None and cache_config.teacher:
-        cache = ResultCache(
-            cache_config.dir,
-            "teacher",
-            ttl_s=cache_config.teacher_ttl_s,
-            size_limit_mb=cache_config.size_limit_mb,
-        )
+    cache = _verdict_cache(cache_config)
     where = f" at {config.base_url}" if config.base_url else ""
     limits = (
         f"{config.requests_per_minute:g} req/min, {config.tokens_per_minute:g} tok/min, "
@@ -470,3 +481,78 @@ def make_teacher(
         f"{limits}{cached})"
     )
     return Teacher(backend, config, cache=cache, clock=clock), status
+
+
+def _verdict_cache(cache_config: CacheConfig | None) -> ResultCache | None:
+    if cache_config is None or not cache_config.teacher:
+        return None
+    return ResultCache(
+        cache_config.dir,
+        "teacher",
+        ttl_s=cache_config.teacher_ttl_s,
+        size_limit_mb=cache_config.size_limit_mb,
+    )
+
+
+class LocalServerBackend:
+    """The OpenAI-compatible client of a local llama.cpp server; closing it stops the server."""
+
+    def __init__(self, chat: OpenAIBackend, server: LocalServer):
+        self.chat, self.server = chat, server
+
+    async def complete(self, system: str, user: str) -> Completion:
+        return await self.chat.complete(system, user)
+
+    async def aclose(self) -> None:
+        try:
+            await self.chat.aclose()
+        finally:
+            await anyio.to_thread.run_sync(self.server.stop)
+
+
+def _local_teacher(
+    config: TeacherConfig, cache_config: CacheConfig | None, clock: Clock
+) -> tuple[Teacher, str]:
+    """Start the local server (`local_server`) and a teacher that talks to it.
+
+    The server answers one request at a time (llama.cpp's server holds a lock per model), so
+    `teacher.concurrency` is capped at 1: more would only queue inside the server, where our
+    per-request timeout runs. Verdicts are cached by the model file's hash and the sampling
+    settings, never the server's port, which is new each run.
+    """
+    cache_dir = Path(cache_config.dir) / "models" if cache_config else Path("cache/models")
+    gguf, sha256 = resolve_gguf(config.gguf, cache_dir)
+    threads = config.server_threads or max(1, cpu_count() // 2)
+    alias = gguf.stem if Path(config.gguf).is_file() else config.gguf
+    spec = ServerSpec(gguf, alias, threads, config.context_tokens, config.server_start_timeout_s)
+    server = LocalServer(spec).start()
+    # A local model costs no dollars: price it at 0 unless the config prices it.
+    config = dataclasses.replace(
+        config,
+        concurrency=1,
+        model=alias,
+        input_price_per_mtok=config.input_price_per_mtok or 0.0,
+        output_price_per_mtok=config.output_price_per_mtok or 0.0,
+    )
+    client = openai.AsyncOpenAI(
+        api_key="local", base_url=server.base_url, max_retries=0, timeout=config.timeout_s
+    )
+    # Decoding is constrained to the rubric's JSON: a small local model cannot answer off it.
+    schema = {"type": "json_object", "schema": verdict_schema()}
+    chat = OpenAIBackend(client, alias, config.max_tokens, response_format=schema)
+    backend = LocalServerBackend(chat, server)
+    # Greedy (temperature 0) and constrained: the file, the budget and the schema fix the answer.
+    identity = (
+        "llama-cpp",
+        f"gguf-sha256:{sha256}",
+        f"max_tokens={config.max_tokens}",
+        "temperature=0",
+        strict_json.dumps(schema, sort_keys=True),
+    )
+    cache = _verdict_cache(cache_config)
+    cached = f"; verdicts cached in {cache.path}" if cache is not None else ""
+    status = f"teacher: llama-cpp {alias} ({server.describe()}; one request at a time{cached})"
+    teacher = Teacher(
+        backend, config, cache=cache, clock=clock, identity=identity, server_threads=threads
+    )
+    return teacher, status

@@ -47,9 +47,25 @@ def test_doctor_online_reports_everything_and_the_latency(tmp_path):
     for line in lines:
         assert line in out, out
     assert f"ok  teacher: openai-compatible judge at {url}: {KEY_ENV} is set" in out
-    assert "ok  online: answered in " in out
-    assert len(requests) == 1 and requests[0].body["max_tokens"] == 16  # one cheap request
+    # One grading request, read with the rubric (the server's default reply is a verdict).
+    assert "ok  online: answered in " in out and "in the rubric's format: correctness 8" in out
+    assert (
+        len(requests) == 1
+        and "fn add(a: i32, b: i32)" in requests[0].body["messages"][1]["content"]
+    )
     assert KEY not in out + done.stderr
+
+
+def test_doctor_online_fails_when_the_teacher_answers_off_the_rubric(tmp_path):
+    # A teacher that answers, but not in the rubric's format, would abstain on every sample.
+    with TeacherServer(default_reply="Looks good to me!") as server:
+        done = run_cli("doctor", "--online", *teacher_args(server, tmp_path), env={KEY_ENV: KEY})
+
+    assert done.returncode == 1
+    assert "FAIL  online: answered in " in done.stdout
+    assert "off the rubric's format (unparsable: neither a JSON object nor a lone number)" in (
+        done.stdout
+    )
 
 
 def test_doctor_online_fails_with_the_error_when_the_teacher_refuses(tmp_path):

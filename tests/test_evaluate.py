@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import anyio
 import pytest
@@ -152,6 +153,8 @@ def test_eval_command_reports_rates_by_difficulty(tiny_model_dir, tmp_path):
     assert "pass@2" in done.stdout
     # Not a terminal: progress comes as plain lines, the last one at the end.
     assert "eval: 5/5 tasks" in done.stdout
+    # The threads generation used are reported (how many depends on the rustc jobs running).
+    assert re.search(r"generation [0-9.]+s on [0-9.]+ of \d+ torch threads", done.stdout)
 
 
 def refuse(constant: str):

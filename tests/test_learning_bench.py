@@ -106,6 +106,41 @@ def test_the_section_is_created_then_replaced_and_the_rest_kept(tmp_path):
         learning.replace_section(f"{learning.END}\n{learning.BEGIN}\n", "x")
 
 
+def test_the_teacher_run_has_its_own_section_beside_the_compiler_only_one(tmp_path):
+    text = learning.replace_section("# Benchmark results\n", "compiler-only table")
+    both = learning.replace_section(text, "teacher table", learning.TEACHER_MARKERS)
+    assert "compiler-only table" in both and "teacher table" in both
+    assert both.index("## Does it learn?") < both.index("## Does the teacher help?")
+    again = learning.replace_section(both, "teacher table 2", learning.TEACHER_MARKERS)
+    assert "teacher table 2" in again and "compiler-only table" in again
+    assert again.count("## Does the teacher help?") == 1
+
+
+def test_the_teacher_paragraph_gives_its_share_of_the_reward_and_the_step_time(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    samples = [
+        {"components": {"compile": 10.0, "teacher": 5.0, "per_error": -5.0}},
+        {"components": {"compile": 0.0, "teacher": float("nan")}},  # an abstention: no term
+    ]
+    (run / "samples.jsonl").write_text("".join(json.dumps(s) + "\n" for s in samples))
+    rows = [
+        {"iteration": 1, "step_seconds": 100.0},
+        {
+            "iteration": 2,
+            "step_seconds": 140.0,
+            "teacher_requests": 7,
+            "teacher_verdicts": 6,
+            "teacher_abstained": 1,
+            "teacher_latency_p50_s": 12.5,
+        },
+    ]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    text = learning.teacher_paragraph(run)
+    assert "25.0%" in text  # 5 of |10| + |5| + |-5| = 20; the abstention adds nothing
+    assert "Requests 7, verdicts 6, abstentions 1, latency p50 12.5 s; 120 s per step" in text
+
+
 def record(task: str, sample: int, reward: float, compiled: bool, passed: int) -> dict:
     return {
         "model": "runs/x/checkpoints/step_48",

@@ -60,7 +60,9 @@ def test_rustc_and_student_checks():
     assert not pipeline.student_checks(Result(s0, replace(s0, step=10.51), None), Workload())[0][0]
 
 
-def test_the_default_shape_keeps_the_flags_older_results_were_measured_with():
+def test_the_default_shape_is_the_older_workload_with_two_teacher_requests_at_a_time():
+    # The flags results before 2026-12-06 were measured with, but for teacher concurrency 2
+    # (bench/RESULTS.md, "The three shapes"); --teacher-concurrency 1 gives the older workload.
     (shape, w), *more = pipeline.parse_args([])[0]
     assert shape.name == "teacher" and not more
     assert w == Workload(
@@ -74,9 +76,11 @@ def test_the_default_shape_keeps_the_flags_older_results_were_measured_with():
         layers=3,
         latency_ms=300.0,
         jitter_ms=100.0,
-        teacher_concurrency=1,
+        teacher_concurrency=2,
         torch_threads=0,
     )
+    (_, older), *_ = pipeline.parse_args(["--teacher-concurrency", "1"])[0]
+    assert older == replace(w, teacher_concurrency=1)
     (_, quick), *_ = pipeline.parse_args(["--quick"])[0]
     assert quick == pipeline.QUICK
 

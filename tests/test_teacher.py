@@ -702,3 +702,28 @@ def test_a_retry_after_date_in_the_future_counts_down():
     error = openai.RateLimitError("slow down", response=response, body=None)
 
     assert 28.0 <= retry_after_s(error) <= 30.0  # whole seconds in the header, and time passes
+
+
+def test_a_local_server_holds_its_cores_only_while_it_answers():
+    # What rollout.ThreadPolicy leaves free for a local teacher: its threads during a request,
+    # none while it waits. An API across the network never holds a core.
+    with TeacherServer(latency_s=0.5) as slow:
+        remote = make(slow, "openai-compatible")
+        local = make(slow, "openai-compatible")
+        local.server_threads = 2  # as _local_teacher makes it
+        seen: dict[str, list[int]] = {"remote": [], "local": []}
+
+        async def run() -> None:
+            async with anyio.create_task_group() as group:
+                group.start_soon(local.judge, TASK, CODE, RUST, True)
+                group.start_soon(remote.judge, TASK, CODE, RUST, True)
+                await anyio.sleep(0.25)  # both requests in flight
+                seen["local"].append(local.busy_cores())
+                seen["remote"].append(remote.busy_cores())
+            seen["local"].append(local.busy_cores())  # answered
+            await local.aclose()
+            await remote.aclose()
+
+        anyio.run(run)
+    assert seen == {"local": [2, 0], "remote": [0]}
+    assert "teacher_server_threads" not in remote.metrics()
