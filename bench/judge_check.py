@@ -85,7 +85,7 @@ def configured_report(path: str, overrides: list[str], records, seed: int) -> tu
     teacher, status = make_teacher(blind_teacher_config(config.teacher), cache_config=config.cache)
     if teacher is None:
         raise SystemExit(f"--config {path}: the teacher is off ({status})")
-    name = f"{config.teacher.provider} {config.teacher.model}"
+    name = f"{config.teacher.provider} {teacher.config.model}"  # a local teacher: its model file
     return name, run_judge_check(records, tasks, config.data.train, teacher, seed=seed)
 
 
