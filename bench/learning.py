@@ -470,9 +470,10 @@ def write_outputs(args: argparse.Namespace, meta: dict) -> bool:
 def teacher_paragraph(run_dir: Path) -> str:
     """The teacher's part in training: its share of the reward and what it cost per step."""
     samples = read_records(run_dir / "samples.jsonl") if run_dir.is_dir() else []
-    terms = [r.get("components") or {} for r in samples]
-    total = sum(abs(v) for t in terms for v in t.values() if v == v)
-    teacher = sum(abs(t.get("teacher", 0.0)) for t in terms if t.get("teacher") == t.get("teacher"))
+    # A term with no value (an abstention: NaN, written as null) adds nothing.
+    terms = [{k: v for k, v in (r.get("components") or {}).items() if _finite(v)} for r in samples]
+    total = sum(abs(v) for t in terms for v in t.values())
+    teacher = sum(abs(t.get("teacher", 0.0)) for t in terms)
     rows = read_records(run_dir / "metrics.jsonl") if run_dir.is_dir() else []
     last = rows[-1] if rows else {}
     steps = len(rows) or 1
@@ -485,6 +486,10 @@ def teacher_paragraph(run_dir: Path) -> str:
         f"{last.get('teacher_latency_p50_s', float('nan')):.1f} s; "
         f"{sum(r.get('step_seconds', 0.0) for r in rows) / steps:.0f} s per step."
     )
+
+
+def _finite(value) -> bool:
+    return isinstance(value, int | float) and math.isfinite(value)
 
 
 def _shown(path: Path) -> str:

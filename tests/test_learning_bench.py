@@ -122,6 +122,7 @@ def test_the_teacher_paragraph_gives_its_share_of_the_reward_and_the_step_time(t
     samples = [
         {"components": {"compile": 10.0, "teacher": 5.0, "per_error": -5.0}},
         {"components": {"compile": 0.0, "teacher": float("nan")}},  # an abstention: no term
+        {"components": {"compile": 0.0, "teacher": None}},  # the same, as strict JSON writes it
     ]
     (run / "samples.jsonl").write_text("".join(json.dumps(s) + "\n" for s in samples))
     rows = [
