@@ -154,7 +154,7 @@ def check_teacher(config: Config, environ: Mapping[str, str]) -> list[Check]:
 
 def check_local_teacher(config: Config) -> Check:
     """The local server can be started: llama-cpp-python installed, the model file known."""
-    from .local_server import server_installed, server_threads
+    from .local_server import server_installed
 
     t = config.teacher
     named = f"llama-cpp {t.gguf}"
@@ -171,7 +171,7 @@ def check_local_teacher(config: Config) -> Check:
     if not path.is_file() and t.gguf not in REGISTRY:
         return Check("teacher", False, f"{named}: neither a file nor an offline model", True)
     where = str(path) if path.is_file() else f"offline model (cache/models/{t.gguf}.gguf)"
-    threads = server_threads(t.server_threads, cpu_count())
+    threads = t.server_threads or max(1, cpu_count() // 2)
     return Check("teacher", True, f"{named}: local llama.cpp server, {where}, {threads} threads")
 
 

@@ -79,11 +79,6 @@ def resolve_gguf(value: str, cache_dir: Path, console=None) -> tuple[Path, str]:
     )
 
 
-def server_threads(configured: int, cores: int) -> int:
-    """`teacher.server_threads`, or half the cores (at least 1) when it is 0."""
-    return configured or max(1, cores // 2)
-
-
 def server_installed() -> bool:
     """Whether `llama-cpp-python[server]` is importable (without importing it: that loads
     the native library)."""

@@ -49,8 +49,7 @@ from . import strict_json
 from .breaker import CircuitBreaker
 from .cache import InFlight, ResultCache, cache_key
 from .config import CacheConfig, ConfigError, TeacherConfig, rubric_weights
-from .local_server import LocalServer, ServerSpec, resolve_gguf, server_threads
-from .offline_models import DEFAULT_CACHE_DIR
+from .local_server import LocalServer, ServerSpec, resolve_gguf
 from .providers import (
     API_ERRORS,
     STATUS_ERRORS,
@@ -521,9 +520,9 @@ def _local_teacher(
     per-request timeout runs. Verdicts are cached by the model file's hash and the sampling
     settings, never the server's port, which is new each run.
     """
-    cache_dir = Path(cache_config.dir) / "models" if cache_config else DEFAULT_CACHE_DIR
+    cache_dir = Path(cache_config.dir) / "models" if cache_config else Path("cache/models")
     gguf, sha256 = resolve_gguf(config.gguf, cache_dir)
-    threads = server_threads(config.server_threads, cpu_count())
+    threads = config.server_threads or max(1, cpu_count() // 2)
     alias = gguf.stem if Path(config.gguf).is_file() else config.gguf
     spec = ServerSpec(gguf, alias, threads, config.context_tokens, config.server_start_timeout_s)
     server = LocalServer(spec).start()
