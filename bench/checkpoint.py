@@ -17,11 +17,11 @@ from pathlib import Path
 
 import torch
 
-from rlaif.checkpoint import load_checkpoint, load_policy_weights, save_checkpoint
 from rlaif.config import Config, StudentConfig
-from rlaif.curriculum import TaskSampler
-from rlaif.student import load_student
-from rlaif.trainer import Trainer, make_accelerator
+from rlaif.records.checkpoint import load_checkpoint, load_policy_weights, save_checkpoint
+from rlaif.student.model import load_student
+from rlaif.training.curriculum import TaskSampler
+from rlaif.training.trainer import Trainer, make_accelerator
 from rlaif.types import Task
 
 

@@ -6,7 +6,7 @@ floor a real teacher must clear: its AUC interval should sit above the emulator'
 clear of 0.5. The emulator is tests/teacher_server.py on loopback, answering each request with a
 rubric verdict whose correctness is drawn at random, seeded by the code it grades (so the same
 set gives the same numbers whatever order the requests arrive in), through the real `Teacher`
-and openai SDK, as `python -m rlaif judge-check` runs it (rlaif/judge_check.py).
+and openai SDK, as `python -m rlaif judge-check` runs it (rlaif/evaluation/judge_check.py).
 
     python bench/judge_check.py                        # the emulator alone (~10 s)
     python bench/judge_check.py --config my.yaml       # and the configured teacher beside it
@@ -34,8 +34,8 @@ from teacher_server import TeacherServer, user_text  # noqa: E402
 
 from rlaif import config as config_module  # noqa: E402
 from rlaif.config import TeacherConfig  # noqa: E402
-from rlaif.data import load_tasks  # noqa: E402
-from rlaif.judge_check import (  # noqa: E402
+from rlaif.data.tasks import load_tasks  # noqa: E402
+from rlaif.evaluation.judge_check import (  # noqa: E402
     auc_text,
     blind_teacher_config,
     cost_text,
@@ -43,8 +43,8 @@ from rlaif.judge_check import (  # noqa: E402
     render_table,
     run_judge_check,
 )
-from rlaif.judge_set import DEFAULT_SET, read_labelled  # noqa: E402
-from rlaif.teacher import make_teacher  # noqa: E402
+from rlaif.evaluation.judge_set import DEFAULT_SET, read_labelled  # noqa: E402
+from rlaif.judges.teacher.client import make_teacher  # noqa: E402
 
 KEY_ENV = "RLAIF_BENCH_KEY"
 _CODE = re.compile(r"<candidate_code-(\w+)>\n(.*)\n</candidate_code-\1>", re.DOTALL)

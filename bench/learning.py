@@ -58,7 +58,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # run as a script from anywhere: `python bench/learning.py`
 
 from rlaif import config as config_module  # noqa: E402
-from rlaif.stats import RATES, Paired, paired_bootstrap, task_values  # noqa: E402
+from rlaif.evaluation.stats import RATES, Paired, paired_bootstrap, task_values  # noqa: E402
 
 BEGIN, END = "<!-- learning:begin -->", "<!-- learning:end -->"
 HEADING = "## Does it learn? (`make learn`, i.e. `python bench/learning.py`)"
@@ -223,8 +223,8 @@ def run(args: argparse.Namespace) -> dict:
         "resamples": args.resamples,
     }
     if args.before_from:
-        for name in ("before.json", "before.jsonl"):
-            shutil.copy2(args.before_from / name, work / name)
+        for filename in ("before.json", "before.jsonl"):
+            shutil.copy2(args.before_from / filename, work / filename)
         old["before"] = json.loads((args.before_from / "meta.json").read_text())["before"]
         for key in ("samples", "tasks", "seed", "temperature"):
             old[key] = json.loads((args.before_from / "meta.json").read_text()).get(key)
@@ -334,7 +334,7 @@ def render_section(result: dict[str, Paired], meta: dict, out_dir: str) -> str:
         f"`{meta['before']['model']}`, final checkpoint of `{train.get('run_dir', '?')}`.",
         "",
         f"Mean [95% CI] over tasks; the intervals are a paired bootstrap over tasks "
-        f"({meta['resamples']} draws, `rlaif/stats.py`). Rates are over samples, except "
+        f"({meta['resamples']} draws, `rlaif/evaluation/stats.py`). Rates are over samples, except "
         "test_pass_rate: tests passed of the tests that ran (code that does not compile runs "
         "none), as `rlaif eval` reports it. pass@k: Chen et al. (2021), all tests passed.",
         "",
@@ -433,7 +433,7 @@ def fenced(text: str, lang: str) -> str:
 
 def copy_plots(run_dir: Path, out_dir: Path) -> list[Path]:
     """The run's report (`rlaif report`), its PNGs copied into out_dir."""
-    from rlaif.report import write_report
+    from rlaif.records.report import write_report
 
     report = write_report(run_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -29,7 +29,7 @@ ROWS, PROMPT, COMPLETION = 4, 64, 192
 def model_and_batch(rows: int, completion: int):
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from rlaif.trainer import _pad_batch
+    from rlaif.training.trainer import _pad_batch
     from rlaif.types import Sample, Task
 
     torch.manual_seed(0)
@@ -74,7 +74,7 @@ def measure(variant: str) -> dict:
     """In this process: the rise of max RSS over one gradient pass of `variant`."""
     from contextlib import nullcontext
 
-    from rlaif.trainer import Trainer
+    from rlaif.training.trainer import Trainer
 
     torch.set_num_threads(1)
     owner = SimpleNamespace(

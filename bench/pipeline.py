@@ -86,7 +86,7 @@ sys.path[:0] = [str(REPO), str(REPO / "tests")]  # this checkout's rlaif, and th
 from teacher_server import TeacherServer  # noqa: E402
 
 from rlaif import config as config_module  # noqa: E402
-from rlaif.rust import cpu_count  # noqa: E402
+from rlaif.judges.rust.jobs import cpu_count  # noqa: E402
 
 KEY_ENV = "RLAIF_BENCH_KEY"  # the loopback teacher takes any key; this names where it is
 MIN_SPEEDUP = 1.5  # teacher: staleness 0 over staleness 1, seconds per step
@@ -392,7 +392,7 @@ def prepare(shape: Shape, w: Workload, work: Path, jobs: int, teacher_url: str |
         shutil.rmtree(work / old, ignore_errors=True)
     work.mkdir(parents=True, exist_ok=True)
     if shape.tiny:
-        from rlaif.tiny import make_tiny_model
+        from rlaif.student.tiny import make_tiny_model
 
         make_tiny_model(work / "model", hidden_size=w.hidden, layers=w.layers)
     lines = (REPO / "data/train.jsonl").read_text().splitlines()

@@ -45,14 +45,14 @@ from trl import GRPOConfig, GRPOTrainer  # noqa: E402
 
 from rlaif import config as config_module  # noqa: E402
 from rlaif.config import Config  # noqa: E402
-from rlaif.data import load_tasks  # noqa: E402
-from rlaif.extract import code_for_task  # noqa: E402
-from rlaif.precision import pick_autocast  # noqa: E402
-from rlaif.rollout import ThreadPolicy  # noqa: E402
-from rlaif.rust import RustJudge, default_concurrency, find_toolchain, rust_cache  # noqa: E402
-from rlaif.scoring import Scorer  # noqa: E402
-from rlaif.student import prompt_messages  # noqa: E402
-from rlaif.teacher import make_teacher  # noqa: E402
+from rlaif.data.tasks import load_tasks  # noqa: E402
+from rlaif.judges.rust.jobs import RustJudge, default_concurrency, find_toolchain, rust_cache  # noqa: E402
+from rlaif.judges.scoring import Scorer  # noqa: E402
+from rlaif.judges.teacher.client import make_teacher  # noqa: E402
+from rlaif.rollout.threads import ThreadPolicy  # noqa: E402
+from rlaif.student.extract import code_for_task  # noqa: E402
+from rlaif.student.model import prompt_messages  # noqa: E402
+from rlaif.student.precision import pick_autocast  # noqa: E402
 from rlaif.types import Sample, Task  # noqa: E402
 
 

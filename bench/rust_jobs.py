@@ -29,9 +29,9 @@ from pathlib import Path
 import anyio
 
 from rlaif.config import RustConfig
-from rlaif.data import load_tasks
-from rlaif.rust import RustJudge, find_toolchain
-from rlaif.sandbox_levels import resolve
+from rlaif.data.tasks import load_tasks
+from rlaif.judges.rust.jobs import RustJudge, find_toolchain
+from rlaif.judges.rust.sandbox_levels import resolve
 
 REPO = Path(__file__).resolve().parent.parent
 TASKS = (

@@ -17,9 +17,9 @@ import anyio
 from rust_jobs import REPO, workload  # bench/ is on sys.path when run as a script
 
 from rlaif.config import CacheConfig, Config
-from rlaif.data import load_tasks
-from rlaif.rust import default_concurrency, find_toolchain
-from rlaif.score import score_requests
+from rlaif.data.tasks import load_tasks
+from rlaif.evaluation.score import score_requests
+from rlaif.judges.rust.jobs import default_concurrency, find_toolchain
 
 
 def requests() -> list[tuple[int, object, str]]:

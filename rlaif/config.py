@@ -9,6 +9,10 @@ Each field carries its help text in `metadata["help"]`; the README's configurati
 generated from it (`python -m rlaif config-doc`), so the two cannot drift apart.
 
 API keys never live in the config: the teacher section names the environment variable to read.
+
+Long: this module is the schema of every key (type, default, bounds and the help text that
+`config-doc` prints); one section per class, in the order of the YAML. Split across files, the
+reference would still be one table, and finding a key would take a search.
 """
 
 from __future__ import annotations

@@ -133,7 +133,7 @@ class Scored:
     judgement: Judgement
     components: dict[str, float]  # reward term -> weighted value (NaN when its judge abstained)
     sources: dict[str, float]  # judge ("rust", "teacher") -> sum of its terms, NaN when unknown
-    ast: Any = None  # rust_ast.AstMetrics of the code (scoring.Scorer always sets it)
+    ast: Any = None  # syntax.AstMetrics of the code (scoring.Scorer always sets it)
     placeholder: bool = False  # the task's functions have placeholder bodies: scored as no code
 
     @property

@@ -16,14 +16,14 @@ SECRET_VARS = ("ANTHROPIC_API_KEY", "OPENAI_API_KEY")
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
-    from rlaif.tiny import make_tiny_model
+    from rlaif.student.tiny import make_tiny_model
 
     return make_tiny_model(tmp_path_factory.mktemp("tiny") / "model")
 
 
 @pytest.fixture(scope="session")
 def toolchain():
-    from rlaif.rust import find_toolchain
+    from rlaif.judges.rust.jobs import find_toolchain
 
     return find_toolchain()
 

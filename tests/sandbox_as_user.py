@@ -17,8 +17,8 @@ import sys
 
 import anyio
 
-from rlaif import sandbox
-from rlaif.sandbox_levels import resolve
+from rlaif.judges.rust import sandbox
+from rlaif.judges.rust.sandbox_levels import resolve
 
 proc_reads: list[str] = []
 

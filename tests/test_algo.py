@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from rlaif.algo import (
+from rlaif.training.algo import (
     abstained,
     batch_normalize,
     clipped_policy_loss,
@@ -208,7 +208,7 @@ def test_token_logprobs_by_hand():
 def test_token_logprobs_gradients_match_finite_differences(monkeypatch):
     # Chunks of one position (several chunks), a position that predicts two tokens (padding
     # slots share one), and gradients through both outputs, in float64 (gradcheck).
-    monkeypatch.setattr("rlaif.algo.LOGPROB_CHUNK_ELEMENTS", 2 * 5)
+    monkeypatch.setattr("rlaif.training.algo.LOGPROB_CHUNK_ELEMENTS", 2 * 5)
     torch.manual_seed(0)
     logits = torch.randn(2, 3, 5, dtype=torch.float64, requires_grad=True)  # [n, K, V]
     at = torch.tensor([[0, 1, 2, 2], [1, 2, 2, 2]])  # [n, C]

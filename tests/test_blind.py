@@ -11,10 +11,10 @@ import pytest
 from rich.console import Console
 
 from rlaif import config as config_module
-from rlaif import run as run_module
-from rlaif import sandbox
-from rlaif.blind import BlindGuard, TrainingBlind, find_blind, rust_blind, teacher_blind
-from rlaif.data import load_tasks
+from rlaif.data.tasks import load_tasks
+from rlaif.judges.rust import sandbox
+from rlaif.loop import run as run_module
+from rlaif.loop.blind import BlindGuard, TrainingBlind, find_blind, rust_blind, teacher_blind
 from rlaif.types import NOT_COMPILED, TEACHER_OFF, Judgement, RustResult, Sample, Scored, Task
 from tests.conftest import REPO, run_cli
 
@@ -118,7 +118,7 @@ def test_a_run_whose_sandbox_breaks_stops_within_k_steps_and_keeps_its_checkpoin
     """Step 1 is judged and checkpointed; then no job dir can be made. With K = 2, step 2 is
     trained blind but not checkpointed (checkpoint.every=1, keep=1: a checkpoint of it would
     have pushed out step 1's), and step 3 stops the run before its update."""
-    from rlaif.pipeline import train
+    from rlaif.loop.pipeline import train
 
     config = config_module.load(
         REPO / "config.yaml",

@@ -11,9 +11,9 @@ import pytest
 
 from rlaif.cache import ResultCache, cache_key
 from rlaif.config import RustConfig, TeacherConfig
-from rlaif.rubric import CRITERIA, context_shown
-from rlaif.rust import RustJudge, find_toolchain
-from rlaif.teacher import Teacher
+from rlaif.judges.rust.jobs import RustJudge, find_toolchain
+from rlaif.judges.teacher.client import Teacher
+from rlaif.judges.teacher.rubric import CRITERIA, context_shown
 from rlaif.types import RustResult, Task
 
 

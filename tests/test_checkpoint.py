@@ -15,7 +15,8 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from rlaif.checkpoint import (
+from rlaif.config import Config, CurriculumConfig, StudentConfig, TrainerConfig
+from rlaif.records.checkpoint import (
     STATE_FILE,
     latest_checkpoint,
     list_checkpoints,
@@ -27,10 +28,9 @@ from rlaif.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from rlaif.config import Config, CurriculumConfig, StudentConfig, TrainerConfig
-from rlaif.curriculum import CurriculumSampler
-from rlaif.student import Generator, load_student
-from rlaif.trainer import Trainer, make_accelerator
+from rlaif.student.model import Generator, load_student
+from rlaif.training.curriculum import CurriculumSampler
+from rlaif.training.trainer import Trainer, make_accelerator
 from rlaif.types import Task
 from tests.conftest import REPO, SECRET_VARS, run_cli
 
@@ -160,7 +160,7 @@ def test_only_complete_step_folders_count_and_pruning_keeps_the_newest(tmp_path)
 WRITER = """
 import os, sys, time
 from pathlib import Path
-import rlaif.checkpoint as checkpoint
+import rlaif.records.checkpoint as checkpoint
 
 original = checkpoint._torch_save
 
@@ -171,7 +171,7 @@ def stalling_save(obj, path):
         time.sleep(600)
 
 checkpoint._torch_save = stalling_save
-from rlaif.__main__ import main
+from rlaif.cli.main import main
 sys.exit(main(sys.argv[1:]))
 """
 

@@ -9,8 +9,8 @@ import pytest
 import yaml
 from transformers import AutoModelForCausalLM
 
-from rlaif.metrics import LEADING_COLUMNS
-from rlaif.rewards import AST_TERMS, RUST_TERMS
+from rlaif.judges.rewards import AST_TERMS, RUST_TERMS
+from rlaif.records.metrics import LEADING_COLUMNS
 from tests.conftest import REPO, run_cli
 
 REQUIRED_COLUMNS = [

@@ -13,16 +13,16 @@ from rich.console import Console
 
 from rlaif import config as config_module
 from rlaif.config import CurriculumConfig
-from rlaif.curriculum import (
+from rlaif.data.tasks import load_tasks
+from rlaif.loop.pipeline import Pipeline, Schedule
+from rlaif.loop.run import Run, _zero_std_groups, replace_zero_variance
+from rlaif.loop.stop import StopRequest
+from rlaif.training.curriculum import (
     CurriculumSampler,
     bucket_of,
     label_prior,
     sample_success,
 )
-from rlaif.data import load_tasks
-from rlaif.pipeline import Pipeline, Schedule
-from rlaif.run import Run, _zero_std_groups, replace_zero_variance
-from rlaif.stop import StopRequest
 from rlaif.types import Judgement, RustResult, Sample, Scored, Task
 from tests.conftest import REPO
 

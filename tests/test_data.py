@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from rlaif.data import DataError, load_tasks
+from rlaif.data.tasks import DataError, load_tasks
 from rlaif.types import DIFFICULTIES
 from tests.conftest import REPO, run_cli
 

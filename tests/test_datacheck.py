@@ -9,8 +9,7 @@ import anyio
 import pytest
 
 from rlaif.config import RustConfig
-from rlaif.data import load_tasks
-from rlaif.datacheck import (
+from rlaif.data.check import (
     check_files,
     constant_of,
     duplicate_prompts,
@@ -18,9 +17,10 @@ from rlaif.datacheck import (
     static_problems,
     stub_of,
 )
-from rlaif.rust import RustJudge
-from rlaif.rust_ast import placeholder_answer, rust_metrics
-from rlaif.scoring import declared_functions
+from rlaif.data.tasks import load_tasks
+from rlaif.judges.rust.jobs import RustJudge
+from rlaif.judges.rust.syntax import placeholder_answer, rust_metrics
+from rlaif.judges.scoring import declared_functions
 from tests.conftest import REPO, run_cli
 
 DOUBLE = {
@@ -267,7 +267,7 @@ def test_shipped_task_files_pass_the_checks_that_need_no_compiler():
 
 
 def test_no_shipped_reference_is_a_placeholder_and_every_stub_is():
-    # The reward's placeholder rule (rust_ast.placeholder_answer) on known-good code and on the
+    # The reward's placeholder rule (syntax.placeholder_answer) on known-good code and on the
     # todo!() stubs of it: a reference scored as a placeholder would be a false alarm.
     for task in load_tasks(REPO / "data/train.jsonl") + load_tasks(REPO / "data/eval.jsonl"):
         declared = declared_functions(task)

@@ -9,7 +9,7 @@ import pytest
 from teacher_server import Status, TeacherServer
 
 from rlaif import config as config_module
-from rlaif.doctor import (
+from rlaif.cli.doctor import (
     check_cache,
     check_rustc,
     check_sandbox,
@@ -174,8 +174,8 @@ def test_train_says_the_level_first_saves_it_resolved_and_refuses_a_failing_one(
 ):
     from rich.console import Console
 
-    from rlaif.__main__ import _sandbox_first
-    from rlaif.sandbox_levels import SandboxUnavailable, resolve
+    from rlaif.cli.main import _sandbox_first
+    from rlaif.judges.rust.sandbox_levels import SandboxUnavailable, resolve
 
     console = Console(record=True, width=1000)
     resolved = _sandbox_first(config_module.load(None, []), toolchain, console)

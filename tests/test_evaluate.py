@@ -13,13 +13,13 @@ import torch
 
 from rlaif import strict_json
 from rlaif.config import Config, StudentConfig
-from rlaif.data import load_tasks
-from rlaif.evaluate import compare, evaluate_policy, sample_records, summarize
-from rlaif.rollout import ThreadPolicy
-from rlaif.rust import RustJudge
-from rlaif.scoring import Scorer
-from rlaif.stats import paired_bootstrap, task_values
-from rlaif.student import Generator, load_student
+from rlaif.data.tasks import load_tasks
+from rlaif.evaluation.evaluate import compare, evaluate_policy, sample_records, summarize
+from rlaif.evaluation.stats import paired_bootstrap, task_values
+from rlaif.judges.rust.jobs import RustJudge
+from rlaif.judges.scoring import Scorer
+from rlaif.rollout.threads import ThreadPolicy
+from rlaif.student.model import Generator, load_student
 from rlaif.types import Judgement, RustResult, Sample, Scored, Task
 from tests.conftest import REPO, run_cli
 
@@ -163,7 +163,7 @@ def refuse(constant: str):
 
 def test_eval_max_tasks_comes_from_the_config(monkeypatch):
     # `eval.max_tasks` was read by the periodic evaluation only; `rlaif eval` honours it too.
-    from rlaif import __main__ as cli
+    from rlaif.cli import main as cli
 
     seen = {}
 
@@ -172,7 +172,7 @@ def test_eval_max_tasks_comes_from_the_config(monkeypatch):
         return []
 
     monkeypatch.chdir(REPO)
-    monkeypatch.setattr("rlaif.evaluate.evaluate", fake_evaluate)
+    monkeypatch.setattr("rlaif.evaluation.evaluate.evaluate", fake_evaluate)
     assert cli.main(["eval", "--set", "eval.max_tasks=3"]) == 0
     assert seen["tasks"] == 3
     assert cli.main(["eval", "--set", "eval.max_tasks=3", "--max-tasks", "0"]) == 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from rlaif.extract import code_for_task, extract_code
+from rlaif.student.extract import code_for_task, extract_code
 from rlaif.types import Task
 
 CASES = [

@@ -17,8 +17,8 @@ from teacher_server import Faults, Malformed, Reply, Status, TeacherServer, user
 
 from rlaif.cache import ResultCache
 from rlaif.config import RustConfig, TeacherConfig
-from rlaif.data import DataError, load_tasks
-from rlaif.judge_check import (
+from rlaif.data.tasks import DataError, load_tasks
+from rlaif.evaluation.judge_check import (
     auc,
     average_ranks,
     blind_teacher_config,
@@ -26,7 +26,7 @@ from rlaif.judge_check import (
     run_judge_check,
     spearman,
 )
-from rlaif.judge_set import (
+from rlaif.evaluation.judge_set import (
     Labelled,
     build_labelled_set,
     mutants,
@@ -34,9 +34,9 @@ from rlaif.judge_set import (
     read_samples,
     write_labelled,
 )
-from rlaif.rubric import compiler_report, grading_request
-from rlaif.rust import RustJudge
-from rlaif.teacher import make_teacher
+from rlaif.judges.rust.jobs import RustJudge
+from rlaif.judges.teacher.client import make_teacher
+from rlaif.judges.teacher.rubric import compiler_report, grading_request
 from rlaif.types import RustResult
 from tests.conftest import REPO, run_cli, settings
 

@@ -7,7 +7,7 @@ import math
 import pytest
 
 from rlaif.config import ConfigError, KLConfig, load
-from rlaif.kl_control import AdaptiveKL, EmaKL, FixedKL, make_kl_controller
+from rlaif.training.kl_control import AdaptiveKL, EmaKL, FixedKL, make_kl_controller
 
 
 def run(controller, kls):

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from rlaif.local_server import (
+from rlaif.judges.teacher.local_server import (
     LocalServer,
     LocalServerError,
     ServerSpec,

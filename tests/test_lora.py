@@ -6,11 +6,11 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from rlaif.checkpoint import CheckpointError, save_checkpoint
 from rlaif.config import Config, ConfigError, KLConfig, StudentConfig, TrainerConfig
-from rlaif.export import export_checkpoint
-from rlaif.student import Generator, load_student
-from rlaif.trainer import Trainer, _pad_batch, make_accelerator
+from rlaif.records.checkpoint import CheckpointError, save_checkpoint
+from rlaif.records.export import export_checkpoint
+from rlaif.student.model import Generator, load_student
+from rlaif.training.trainer import Trainer, _pad_batch, make_accelerator
 from rlaif.types import Task
 from tests.conftest import run_cli
 

@@ -10,10 +10,10 @@ import anyio
 import pytest
 
 from rlaif.config import RewardsConfig, RustConfig
-from rlaif.data import DataError, load_tasks, task_from_row
-from rlaif.extract import code_for_task
-from rlaif.rust import RustJudge
-from rlaif.scoring import Scorer
+from rlaif.data.tasks import DataError, load_tasks, task_from_row
+from rlaif.judges.rust.jobs import RustJudge
+from rlaif.judges.scoring import Scorer
+from rlaif.student.extract import code_for_task
 from rlaif.types import Sample
 from tests.conftest import REPO, run_cli
 

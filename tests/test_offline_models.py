@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from rlaif.config import StudentConfig
-from rlaif.offline_models import (
+from rlaif.student.offline import (
     DEFAULT_NAME,
     REGISTRY,
     SOURCE_RECORD,
@@ -322,7 +322,7 @@ def test_closer_copy_is_the_one_stored_at_higher_precision(tmp_path):
 
 
 def test_cli_lists_the_students_and_refuses_an_unknown_name(tmp_path, capsys):
-    from rlaif.__main__ import main
+    from rlaif.cli.main import main
 
     built = tmp_path / REGISTRY[DEFAULT_NAME].folder
     built.mkdir()

@@ -13,9 +13,9 @@ import pytest
 import torch
 
 from rlaif.config import StudentConfig
-from rlaif.metrics import Gauge
-from rlaif.pipeline import Schedule
-from rlaif.student import Generator, load_student
+from rlaif.judges.scoring import Gauge
+from rlaif.loop.pipeline import Schedule
+from rlaif.student.model import Generator, load_student
 from rlaif.types import Task
 from tests.conftest import REPO, run_cli, settings
 from tests.teacher_server import TeacherServer

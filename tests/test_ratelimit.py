@@ -5,7 +5,7 @@ from __future__ import annotations
 import anyio
 import pytest
 
-from rlaif.ratelimit import Clock, RateLimiter, TokenBucket
+from rlaif.judges.teacher.ratelimit import Clock, RateLimiter, TokenBucket
 
 
 class FakeClock:

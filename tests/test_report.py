@@ -10,7 +10,7 @@ import math
 
 import pytest
 
-from rlaif.report import write_report
+from rlaif.records.report import write_report
 from tests.conftest import run_cli, settings
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

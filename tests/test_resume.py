@@ -11,9 +11,15 @@ import pytest
 from safetensors.torch import load_file
 
 from rlaif import config as config_module
-from rlaif.checkpoint import RNG_FILE, STATE_FILE, TRAINER_FILE, CheckpointError, tasks_fingerprint
 from rlaif.config import Config, ConfigError, RunConfig, TrainerConfig
-from rlaif.resume import check_config, check_tasks, locate, trim_logs
+from rlaif.records.checkpoint import (
+    RNG_FILE,
+    STATE_FILE,
+    TRAINER_FILE,
+    CheckpointError,
+    tasks_fingerprint,
+)
+from rlaif.records.resume import check_config, check_tasks, locate, trim_logs
 from rlaif.types import Task
 from tests.conftest import run_cli, settings
 

@@ -10,12 +10,12 @@ import anyio
 import pytest
 
 from rlaif.config import RewardsConfig, RustConfig
-from rlaif.data import load_tasks
-from rlaif.metrics import sample_record, score_metrics
-from rlaif.rewards import AST_TERMS, reward_terms
-from rlaif.rust import RustJudge
-from rlaif.rust_ast import rust_metrics
-from rlaif.scoring import Scorer, declared_functions
+from rlaif.data.tasks import load_tasks
+from rlaif.judges.rewards import AST_TERMS, reward_terms
+from rlaif.judges.rust.jobs import RustJudge
+from rlaif.judges.rust.syntax import rust_metrics
+from rlaif.judges.scoring import Scorer, declared_functions
+from rlaif.records.metrics import sample_record, score_metrics
 from rlaif.types import Judgement, RustResult, Sample
 from tests.conftest import REPO
 

@@ -9,7 +9,7 @@ import pytest
 
 from rlaif import config as config_module
 from rlaif.config import TeacherConfig
-from rlaif.rubric import (
+from rlaif.judges.teacher.rubric import (
     CRITERIA,
     RUBRIC_VERSION,
     normalised_weights,

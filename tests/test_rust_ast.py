@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from rlaif.rust_ast import placeholder_answer, rust_metrics
+from rlaif.judges.rust.syntax import placeholder_answer, rust_metrics
 
 RICH = """
 /// A shape.

@@ -36,11 +36,11 @@ from pathlib import Path
 import anyio
 import pytest
 
-from rlaif import jail, sandbox, sandbox_levels, seatbelt
 from rlaif.config import RustConfig
-from rlaif.rust import RustJudge
-from rlaif.sandbox import Limits, run_sandboxed, scrubbed_env
-from rlaif.sandbox_levels import Level, SandboxUnavailable
+from rlaif.judges.rust import jail, sandbox, sandbox_levels, seatbelt
+from rlaif.judges.rust.jobs import RustJudge
+from rlaif.judges.rust.sandbox import Limits, run_sandboxed, scrubbed_env
+from rlaif.judges.rust.sandbox_levels import Level, SandboxUnavailable
 from tests.conftest import REPO
 
 HIDDEN_TOOLS = ("prlimit", "unshare", "setpriv", "nsenter")

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from rlaif.stats import paired_bootstrap, pass_at_k, task_values
+from rlaif.evaluation.stats import paired_bootstrap, pass_at_k, task_values
 
 
 def test_pass_at_k_by_hand():

@@ -10,10 +10,10 @@ import math
 import pytest
 
 from rlaif import strict_json
-from rlaif.metrics import RunLogger
-from rlaif.report import read_metrics, read_samples, series
-from rlaif.score import write_results
-from rlaif.stats import task_values
+from rlaif.evaluation.score import write_results
+from rlaif.evaluation.stats import task_values
+from rlaif.records.metrics import RunLogger
+from rlaif.records.report import read_metrics, read_samples, series
 from rlaif.types import Judgement, RustResult, Sample, Scored, Task
 
 

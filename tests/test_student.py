@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from rlaif.config import StudentConfig
-from rlaif.student import (
+from rlaif.student.model import (
     Generator,
     StudentLoadError,
     encode_prompt,
@@ -96,7 +96,7 @@ def test_missing_model_says_how_to_get_it(tmp_path, monkeypatch):
 
 def test_prompt_messages_are_what_the_chat_template_formats():
     """Other trainers (bench/pipeline_trl.py) are given these messages: the same prompt text."""
-    from rlaif.student import prompt_messages
+    from rlaif.student.model import prompt_messages
 
     config = StudentConfig(system_prompt="Be brief.")
     messages = prompt_messages(TASKS[1], config)
@@ -111,7 +111,7 @@ def test_prompt_messages_are_what_the_chat_template_formats():
 def test_the_tiny_model_takes_a_size(tmp_path):
     from transformers import AutoConfig
 
-    from rlaif.tiny import make_tiny_model
+    from rlaif.student.tiny import make_tiny_model
 
     config = AutoConfig.from_pretrained(make_tiny_model(tmp_path, hidden_size=32, layers=3))
     assert (config.hidden_size, config.num_hidden_layers) == (32, 3)
@@ -129,7 +129,7 @@ def test_sampling_ignores_the_models_generation_config_so_the_trainer_scores_wha
     import shutil
 
     from rlaif.config import Config
-    from rlaif.trainer import Trainer, _pad_batch, make_accelerator
+    from rlaif.training.trainer import Trainer, _pad_batch, make_accelerator
 
     model_dir = tmp_path / "warped"
     shutil.copytree(tiny_model_dir, model_dir)
@@ -178,7 +178,7 @@ def test_no_bos_is_prepended_where_the_tokenizer_adds_none(tiny_model_dir):
 
 
 def test_nucleus_keeps_the_smallest_set_with_the_mass():
-    from rlaif.student import _nucleus
+    from rlaif.student.model import _nucleus
 
     probs = torch.tensor([[0.5, 0.3, 0.15, 0.05]])
     # 0.5 < 0.7, 0.5 + 0.3 >= 0.7: the first two stay (unnormalised; multinomial normalises).

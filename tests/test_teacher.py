@@ -36,9 +36,7 @@ from teacher_server import (
 )
 
 from rlaif.config import CacheConfig, ConfigError, TeacherConfig
-from rlaif.providers import retry_after_s
-from rlaif.rubric import SYSTEM_PROMPT, context_shown, grading_request
-from rlaif.teacher import (
+from rlaif.judges.teacher.client import (
     ABSTAIN_KINDS,
     Teacher,
     TeacherBudgetExhausted,
@@ -47,6 +45,8 @@ from rlaif.teacher import (
     estimate_tokens,
     make_teacher,
 )
+from rlaif.judges.teacher.providers import retry_after_s
+from rlaif.judges.teacher.rubric import SYSTEM_PROMPT, context_shown, grading_request
 from rlaif.types import Judgement, RustResult, Task
 
 KEY = "sk-test-0123456789-do-not-leak"
@@ -497,7 +497,7 @@ def test_a_request_budget_stops_the_teacher_and_says_so_once(server, caplog, on_
     teacher = make(server, "openai-compatible", max_requests=2, on_budget=on_budget)
     items = [(TASK, numbered(i), True) for i in range(5)]
 
-    with caplog.at_level(logging.WARNING, logger="rlaif.teacher"):
+    with caplog.at_level(logging.WARNING, logger="rlaif.judges.teacher.client"):
 
         async def one_by_one() -> list[Judgement]:
             try:

@@ -10,10 +10,10 @@ import anyio
 import pytest
 from teacher_server import Reply, Status, TeacherServer
 
-from rlaif.breaker import CircuitBreaker
 from rlaif.config import TeacherConfig
-from rlaif.ratelimit import Clock
-from rlaif.teacher import ABSTAIN_KINDS, Teacher, make_teacher
+from rlaif.judges.teacher.breaker import CircuitBreaker
+from rlaif.judges.teacher.client import ABSTAIN_KINDS, Teacher, make_teacher
+from rlaif.judges.teacher.ratelimit import Clock
 from rlaif.types import Judgement, RustResult, Task
 
 KEY_ENV = "RLAIF_TEST_TEACHER_KEY"

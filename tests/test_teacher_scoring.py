@@ -10,10 +10,10 @@ import pytest
 from teacher_server import TeacherServer
 
 from rlaif.config import Config, RustConfig, TeacherConfig
-from rlaif.metrics import score_metrics
-from rlaif.rust import RustJudge
-from rlaif.scoring import Scorer
-from rlaif.teacher import make_teacher
+from rlaif.judges.rust.jobs import RustJudge
+from rlaif.judges.scoring import Scorer
+from rlaif.judges.teacher.client import make_teacher
+from rlaif.records.metrics import score_metrics
 from rlaif.types import NOT_COMPILED, TEACHER_OFF, Judgement, Sample, Task
 
 KEY_ENV = "RLAIF_TEST_KEY"

@@ -12,11 +12,11 @@ from teacher_server import Status, TeacherServer
 
 from rlaif import config as config_module
 from rlaif.config import Config, RustConfig, TeacherConfig
-from rlaif.metrics import sample_record
-from rlaif.rewards import reward_terms
-from rlaif.rust import RustJudge
-from rlaif.sandbox import scrubbed_env
-from rlaif.teacher import make_teacher
+from rlaif.judges.rewards import reward_terms
+from rlaif.judges.rust.jobs import RustJudge
+from rlaif.judges.rust.sandbox import scrubbed_env
+from rlaif.judges.teacher.client import make_teacher
+from rlaif.records.metrics import sample_record
 from rlaif.types import RustResult, Sample, Scored, Task
 
 KEY = "sk-ant-secret-do-not-leak-4242"

@@ -7,7 +7,7 @@ import threading
 import torch
 from transformers import AutoModelForCausalLM
 
-from rlaif.rollout import ThreadPolicy, _transformer_layers
+from rlaif.rollout.threads import ThreadPolicy, _transformer_layers
 
 
 def test_torch_gets_the_cores_the_running_jobs_leave_and_a_fixed_count_wins():

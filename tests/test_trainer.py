@@ -11,8 +11,8 @@ import torch
 
 from bench.logprob_memory import textbook
 from rlaif.config import Config, KLConfig, StudentConfig, TrainerConfig
-from rlaif.student import Generator, load_student
-from rlaif.trainer import Trainer, _pad_batch, make_accelerator, update_objective
+from rlaif.student.model import Generator, load_student
+from rlaif.training.trainer import Trainer, _pad_batch, make_accelerator, update_objective
 from rlaif.types import Task
 
 TASK = Task("a", "Write `fn a() -> i32` returning 1.", "#[test] fn t() {}", "easy")
@@ -106,7 +106,7 @@ def test_chunked_logprobs_and_their_gradients_equal_the_textbook_formula(setup, 
     trainer, samples = setup
     batch = _pad_batch(uneven(samples), torch.device("cpu"))
     # Small chunks, so the tiny vocabulary (384) is cut into several pieces of positions.
-    monkeypatch.setattr("rlaif.algo.LOGPROB_CHUNK_ELEMENTS", 3 * 384)
+    monkeypatch.setattr("rlaif.training.algo.LOGPROB_CHUNK_ELEMENTS", 3 * 384)
     torch.manual_seed(1)
     w_logp = torch.randn(batch["targets"].shape)  # [n, C]; any upstream gradient, padding too
     w_ent = torch.randn(batch["targets"].shape)
