@@ -86,9 +86,9 @@ lint: install
 	$(PY) -m ruff check rlaif tests bench
 	$(PY) -m ruff format --check rlaif tests bench
 
-# Rewrite the README's configuration reference from the config dataclasses.
+# Rewrite the configuration reference (docs/configuration.md) from the config dataclasses.
 docs: install
-	$(PY) -m rlaif config-doc --readme README.md
+	$(PY) -m rlaif config-doc --write docs/configuration.md
 
 # bench/pipeline.py compares with TRL's GRPOTrainer when trl is installed (pip install -e ".[bench]").
 bench: install

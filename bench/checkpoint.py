@@ -21,7 +21,8 @@ from rlaif.config import Config, StudentConfig
 from rlaif.records.checkpoint import load_checkpoint, load_policy_weights, save_checkpoint
 from rlaif.student.model import load_student
 from rlaif.training.curriculum import TaskSampler
-from rlaif.training.trainer import Trainer, make_accelerator
+from rlaif.training.processes import make_accelerator
+from rlaif.training.trainer import Trainer
 from rlaif.types import Task
 
 

@@ -44,7 +44,7 @@ from rlaif.evaluation.judge_check import (  # noqa: E402
     run_judge_check,
 )
 from rlaif.evaluation.judge_set import DEFAULT_SET, read_labelled  # noqa: E402
-from rlaif.judges.teacher.client import make_teacher  # noqa: E402
+from rlaif.judges.teacher.setup import make_teacher  # noqa: E402
 
 KEY_ENV = "RLAIF_BENCH_KEY"
 _CODE = re.compile(r"<candidate_code-(\w+)>\n(.*)\n</candidate_code-\1>", re.DOTALL)

@@ -59,6 +59,7 @@ sys.path.insert(0, str(REPO))  # run as a script from anywhere: `python bench/le
 
 from rlaif import config as config_module  # noqa: E402
 from rlaif.evaluation.stats import RATES, Paired, paired_bootstrap, task_values  # noqa: E402
+from rlaif.records.metrics import namespaced  # noqa: E402
 
 BEGIN, END = "<!-- learning:begin -->", "<!-- learning:end -->"
 HEADING = "## Does it learn? (`make learn`, i.e. `python bench/learning.py`)"
@@ -474,17 +475,19 @@ def teacher_paragraph(run_dir: Path) -> str:
     terms = [{k: v for k, v in (r.get("components") or {}).items() if _finite(v)} for r in samples]
     total = sum(abs(v) for t in terms for v in t.values())
     teacher = sum(abs(t.get("teacher", 0.0)) for t in terms)
+    # Namespaced names; a run logged before they were has flat ones, which `namespaced` maps.
     rows = read_records(run_dir / "metrics.jsonl") if run_dir.is_dir() else []
+    rows = [namespaced(row) for row in rows]
     last = rows[-1] if rows else {}
     steps = len(rows) or 1
     share = f"{teacher / total:.1%}" if total else "?"
     return (
         f"The teacher's share of the training reward (sum of |teacher term| over the sum of "
         f"|all terms|, {len(samples)} training samples): {share}. Requests "
-        f"{last.get('teacher_requests', '?')}, verdicts {last.get('teacher_verdicts', '?')}, "
-        f"abstentions {last.get('teacher_abstained', '?')}, latency p50 "
-        f"{last.get('teacher_latency_p50_s', float('nan')):.1f} s; "
-        f"{sum(r.get('step_seconds', 0.0) for r in rows) / steps:.0f} s per step."
+        f"{last.get('teacher/requests', '?')}, verdicts {last.get('teacher/verdicts', '?')}, "
+        f"abstentions {last.get('teacher/abstained', '?')}, latency p50 "
+        f"{last.get('teacher/latency_p50_s', float('nan')):.1f} s; "
+        f"{sum(r.get('perf/step_seconds', 0.0) for r in rows) / steps:.0f} s per step."
     )
 
 

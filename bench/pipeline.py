@@ -87,6 +87,7 @@ from teacher_server import TeacherServer  # noqa: E402
 
 from rlaif import config as config_module  # noqa: E402
 from rlaif.judges.rust.jobs import cpu_count  # noqa: E402
+from rlaif.records.metrics import namespaced  # noqa: E402
 
 KEY_ENV = "RLAIF_BENCH_KEY"  # the loopback teacher takes any key; this names where it is
 MIN_SPEEDUP = 1.5  # teacher: staleness 0 over staleness 1, seconds per step
@@ -423,7 +424,7 @@ def run_rlaif(config: Path, staleness: int, work: Path) -> list[dict]:
     if done.returncode:
         sys.exit(f"{name} failed (exit {done.returncode}); the end of {log}:\n{_tail(log)}")
     metrics = work / "runs" / name / "metrics.jsonl"
-    return [json.loads(line) for line in metrics.read_text().splitlines()]
+    return [namespaced(json.loads(line)) for line in metrics.read_text().splitlines()]
 
 
 def run_trl(config: Path, w: Workload, work: Path) -> dict:
@@ -456,7 +457,8 @@ def steady(rows: list[dict], warmup: int, staleness: int) -> Stages:
     A row's gen_seconds is its own batch's, generated `staleness` steps earlier; the generation
     done during a step is that of the row `staleness` steps later, so gen is read from there:
     then gen + update is the driver's work in the steps whose time is measured. A row's
-    gen_threads_mean already covers the generation done since the row before it.
+    gen_threads_mean already covers the generation done since the row before it. The rows are
+    metrics.jsonl's, under the namespaced names (`perf/gen_seconds`).
     """
     kept = [r for r in rows if warmup < r["iteration"] <= len(rows) - max(1, staleness)]
     ahead = [rows[r["iteration"] - 1 + staleness] for r in kept]  # iteration n is rows[n - 1]
@@ -466,15 +468,15 @@ def steady(rows: list[dict], warmup: int, staleness: int) -> Stages:
         return statistics.fmean(values) if values else None
 
     return Stages(
-        step=mean("step_seconds") or 0.0,
-        gen=mean("gen_seconds", ahead),
-        score=mean("score_seconds"),
-        train=mean("train_seconds"),
-        wait=mean("score_wait_seconds"),
-        hidden=mean("score_hidden_frac"),
-        samples_per_s=mean("samples_per_s"),
-        gen_threads=mean("gen_threads_mean"),
-        train_threads=mean("train_threads_mean"),
+        step=mean("perf/step_seconds") or 0.0,
+        gen=mean("perf/gen_seconds", ahead),
+        score=mean("perf/score_seconds"),
+        train=mean("perf/train_seconds"),
+        wait=mean("perf/score_wait_seconds"),
+        hidden=mean("perf/score_hidden_frac"),
+        samples_per_s=mean("perf/samples_per_s"),
+        gen_threads=mean("perf/gen_threads_mean"),
+        train_threads=mean("perf/train_threads_mean"),
     )
 
 

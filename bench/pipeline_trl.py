@@ -48,7 +48,7 @@ from rlaif.config import Config  # noqa: E402
 from rlaif.data.tasks import load_tasks  # noqa: E402
 from rlaif.judges.rust.jobs import RustJudge, default_concurrency, find_toolchain, rust_cache  # noqa: E402
 from rlaif.judges.scoring import Scorer  # noqa: E402
-from rlaif.judges.teacher.client import make_teacher  # noqa: E402
+from rlaif.judges.teacher.setup import make_teacher  # noqa: E402
 from rlaif.rollout.threads import ThreadPolicy  # noqa: E402
 from rlaif.student.extract import code_for_task  # noqa: E402
 from rlaif.student.model import prompt_messages  # noqa: E402

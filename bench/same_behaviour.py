@@ -49,7 +49,8 @@ def cli(tree: Path, *args: str) -> None:
         [sys.executable, "-m", "rlaif", *args], cwd=tree, env=env, capture_output=True, text=True
     )
     if done.returncode != 0:
-        sys.exit(f"{tree}: python -m rlaif {' '.join(args)} failed:\n{done.stderr[-3000:]}")
+        output = (done.stdout + done.stderr)[-3000:]
+        sys.exit(f"{tree}: python -m rlaif {' '.join(args)} failed ({done.returncode}):\n{output}")
 
 
 def train(tree: Path, model: Path, out: Path, steps: int) -> Path:

@@ -30,7 +30,8 @@ sys.path[:0] = [str(REPO), str(REPO / "tests")]  # this checkout's rlaif, and th
 from teacher_server import TeacherServer  # noqa: E402
 
 from rlaif.config import TeacherConfig  # noqa: E402
-from rlaif.judges.teacher.client import Teacher, make_teacher  # noqa: E402
+from rlaif.judges.teacher.client import Teacher  # noqa: E402
+from rlaif.judges.teacher.setup import make_teacher  # noqa: E402
 from rlaif.types import RustResult, Task  # noqa: E402
 
 KEY_ENV = "RLAIF_BENCH_KEY"

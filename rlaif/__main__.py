@@ -1,4 +1,5 @@
-"""`python -m rlaif ...`: the command line lives in rlaif/cli/main.py."""
+"""`python -m rlaif ...`: the command line lives in rlaif/cli/ (main.py builds the parser and
+dispatches to the command modules beside it)."""
 
 import sys
 

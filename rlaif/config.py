@@ -5,8 +5,8 @@ every key against the dataclasses below: unknown keys, wrong types, out-of-range
 inconsistent combinations are all collected into one `ConfigError` whose lines name the file, the
 line and the key path, so a user fixes every problem in one go and no model is loaded before that.
 
-Each field carries its help text in `metadata["help"]`; the README's configuration reference is
-generated from it (`python -m rlaif config-doc`), so the two cannot drift apart.
+Each field carries its help text in `metadata["help"]`; the configuration reference
+(docs/configuration.md) is generated from it (`make docs`), so the two cannot drift apart.
 
 API keys never live in the config: the teacher section names the environment variable to read.
 
@@ -772,7 +772,7 @@ def _kind(value: Any) -> str:
 
 
 def reference_rows() -> list[tuple[str, str, str]]:
-    """(key, default, help) for every config key, in declaration order (for the README)."""
+    """(key, default, help) for every config key, in declaration order (for `config-doc`)."""
     rows = []
     for section, cls in SECTIONS.items():
         for f in dataclasses.fields(cls):

@@ -148,3 +148,7 @@ class Scored:
         """The total reward: the sum of the judges that gave an answer."""
         known = [v for v in self.sources.values() if not math.isnan(v)]
         return sum(known) if known else math.nan
+
+
+# One step's scored samples: a group of `samples_per_prompt` per task, in task order.
+Groups = list[list[Scored]]

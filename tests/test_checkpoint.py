@@ -30,7 +30,8 @@ from rlaif.records.checkpoint import (
 )
 from rlaif.student.model import Generator, load_student
 from rlaif.training.curriculum import CurriculumSampler
-from rlaif.training.trainer import Trainer, make_accelerator
+from rlaif.training.processes import make_accelerator
+from rlaif.training.trainer import Trainer
 from rlaif.types import Task
 from tests.conftest import REPO, SECRET_VARS, run_cli
 

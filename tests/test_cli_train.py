@@ -10,7 +10,7 @@ import yaml
 from transformers import AutoModelForCausalLM
 
 from rlaif.judges.rewards import AST_TERMS, RUST_TERMS
-from rlaif.records.metrics import LEADING_COLUMNS
+from rlaif.records.metrics import LEADING_COLUMNS, NAMESPACES, metric_name
 from tests.conftest import REPO, run_cli
 
 REQUIRED_COLUMNS = [
@@ -62,7 +62,11 @@ def test_three_steps_write_metrics_samples_and_a_loadable_checkpoint(tiny_model_
         assert float(row["step_seconds"]) >= float(row["train_seconds"]) > 0
         assert float(row["gen_seconds"]) > 0
         assert 0 <= float(row["compile_success_rate"]) <= 1
-    assert len((run / "metrics.jsonl").read_text().splitlines()) == 3
+    # metrics.jsonl: the same rows, the same order, under the namespaced names.
+    logged = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["iteration"] for r in logged] == [1, 2, 3]
+    assert list(logged[0]) == [metric_name(column) for column in rows[0]]
+    assert logged[0]["reward/mean"] == pytest.approx(float(rows[0]["avg_reward"]), rel=1e-5)
 
     config = load_yaml(REPO / "config.yaml")
     per_step = config["trainer"]["tasks_per_step"] * config["trainer"]["samples_per_prompt"]
@@ -135,6 +139,9 @@ def test_the_teacher_is_called_in_training_and_its_key_is_never_written(tiny_mod
         requests = list(server.requests)
     assert done.returncode == 0, done.stderr[-3000:]
     run = tmp_path / "taught"
+    logged = json.loads((run / "metrics.jsonl").read_text())  # one step
+    assert logged["teacher/requests"] == len(requests) and "teacher_requests" not in logged
+    assert {k.split("/")[0] for k in logged if k != "iteration"} <= set(NAMESPACES)
     samples = [json.loads(line) for line in (run / "samples.jsonl").read_text().splitlines()]
     graded = [s for s in samples if s["code"]]
     # One request per distinct graded sample (identical ones share a verdict through the cache).

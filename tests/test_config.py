@@ -118,11 +118,34 @@ def test_cli_exits_non_zero_naming_the_key_without_loading_a_model(tmp_path, bod
     assert "student:" not in done.stdout and "/nonexistent/model" not in done.stderr
 
 
-def test_readme_config_reference_is_current():
-    # The README's table must be exactly what `config-doc` prints today: keys, defaults, help.
+def test_docs_config_reference_is_current():
+    # docs/configuration.md's table must be exactly what `config-doc` prints today: keys,
+    # defaults, help.
     done = run_cli("config-doc", timeout=60)
     assert done.returncode == 0
     assert len(done.stdout.splitlines()) == len(reference_rows()) + 2  # header, rule, rows
-    readme = (REPO / "README.md").read_text()
-    stale = [line for line in done.stdout.splitlines() if line not in readme]
-    assert not stale, f"stale README config reference, paste `rlaif config-doc`: {stale}"
+    reference = (REPO / "docs" / "configuration.md").read_text()
+    stale = [line for line in done.stdout.splitlines() if line not in reference]
+    assert not stale, f"stale docs/configuration.md, run `make docs`: {stale}"
+
+
+def test_config_doc_write_replaces_only_the_table_between_the_markers(tmp_path, capsys):
+    from rlaif.cli.main import main
+
+    page = tmp_path / "page.md"
+    before, after = "# Title\n\nintro\n", "\n## Next\n\ntext\n"
+    start, end = "<!-- config-doc:start (regenerate) -->", "<!-- config-doc:end -->"
+    page.write_text(f"{before}{start}\n| stale | row |\n{end}{after}")
+    assert main(["config-doc", "--write", str(page)]) == 0
+    written = page.read_text()
+    table = written.split(start + "\n")[1].split("\n" + end)[0].splitlines()
+    assert written.startswith(before + start) and written.endswith(end + after)
+    assert len(table) == len(reference_rows()) + 2 and "| stale | row |" not in table
+    # --readme, the option's old name, still works (old Makefiles) and changes nothing now.
+    assert main(["config-doc", "--readme", str(page)]) == 0
+    assert page.read_text() == written
+    # A file without its markers is refused, not appended to.
+    page.write_text(before)
+    assert main(["config-doc", "--write", str(page)]) == 2
+    assert "needs one <!-- config-doc:start" in capsys.readouterr().err
+    assert page.read_text() == before

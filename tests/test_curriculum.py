@@ -14,9 +14,10 @@ from rich.console import Console
 from rlaif import config as config_module
 from rlaif.config import CurriculumConfig
 from rlaif.data.tasks import load_tasks
-from rlaif.loop.pipeline import Pipeline, Schedule
-from rlaif.loop.run import Run, _zero_std_groups, replace_zero_variance
+from rlaif.loop.pipeline import Pipeline, Schedule, replace_zero_variance
+from rlaif.loop.run import Run
 from rlaif.loop.stop import StopRequest
+from rlaif.training.advantages import zero_std_groups
 from rlaif.training.curriculum import (
     CurriculumSampler,
     bucket_of,
@@ -210,9 +211,9 @@ def test_a_malformed_state_is_refused():
 
 
 def is_zero_variance(rewards: list[float], eps: float) -> bool:
-    """The whitening's own rule (`run._zero_std_groups`) for one group with one judge."""
+    """The whitening's own rule (`advantages.zero_std_groups`) for one group with one judge."""
     t = task("z")
-    return _zero_std_groups([[scored(t, r) for r in rewards]], eps)[0]
+    return zero_std_groups([[scored(t, r) for r in rewards]], eps)[0]
 
 
 def test_zero_variance_decision():
@@ -314,18 +315,18 @@ def test_a_training_step_with_dynamic_sampling_reports_the_curriculum(
     anyio.run(pipeline.steps, 1, None)
     row = json.loads((tmp_path / "metrics.jsonl").read_text())
     for bucket in ("easy", "medium", "hard"):
-        assert f"curriculum_{bucket}_share" in row and f"curriculum_{bucket}_tasks" in row
-    assert row["curriculum_stage"] == 0  # one step cannot move on (min_stage_steps = 3)
+        assert f"curriculum/{bucket}_share" in row and f"curriculum/{bucket}_tasks" in row
+    assert row["curriculum/stage"] == 0  # one step cannot move on (min_stage_steps = 3)
     # The batch still has tasks_per_step groups; replacements stop at the budget, and while
     # budget remains (24 tasks: fresh ones too) no group of the batch is zero-variance.
-    assert 0 <= row["curriculum_replaced"] <= budget
-    if row["curriculum_replaced"] < budget:
-        assert row["frac_zero_std"] == 0.0
+    assert 0 <= row["curriculum/replaced"] <= budget
+    if row["curriculum/replaced"] < budget:
+        assert row["train/frac_zero_std"] == 0.0
     samples = (tmp_path / "samples.jsonl").read_text().splitlines()
     assert len(samples) == config.trainer.tasks_per_step * config.trainer.samples_per_prompt
     state = run.sampler.state()
     assert (
-        sum(state["draws"].values()) == config.trainer.tasks_per_step + row["curriculum_replaced"]
+        sum(state["draws"].values()) == config.trainer.tasks_per_step + row["curriculum/replaced"]
     )
 
 

@@ -174,11 +174,11 @@ def test_train_says_the_level_first_saves_it_resolved_and_refuses_a_failing_one(
 ):
     from rich.console import Console
 
-    from rlaif.cli.main import _sandbox_first
+    from rlaif.cli.runs import sandbox_first
     from rlaif.judges.rust.sandbox_levels import SandboxUnavailable, resolve
 
     console = Console(record=True, width=1000)
-    resolved = _sandbox_first(config_module.load(None, []), toolchain, console)
+    resolved = sandbox_first(config_module.load(None, []), toolchain, console)
 
     assert resolved.rust.sandbox == resolve("auto").name != "auto"  # as config.yaml saves it
     lines = console.export_text().splitlines()
@@ -190,4 +190,4 @@ def test_train_says_the_level_first_saves_it_resolved_and_refuses_a_failing_one(
     ]
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "gone"))
     with pytest.raises(SandboxUnavailable, match="would train blind"):
-        _sandbox_first(config_module.load(None, ["rust.sandbox=posix"]), toolchain, console)
+        sandbox_first(config_module.load(None, ["rust.sandbox=posix"]), toolchain, console)

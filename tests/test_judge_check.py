@@ -35,8 +35,8 @@ from rlaif.evaluation.judge_set import (
     write_labelled,
 )
 from rlaif.judges.rust.jobs import RustJudge
-from rlaif.judges.teacher.client import make_teacher
 from rlaif.judges.teacher.rubric import compiler_report, grading_request
+from rlaif.judges.teacher.setup import make_teacher
 from rlaif.types import RustResult
 from tests.conftest import REPO, run_cli, settings
 

@@ -127,14 +127,14 @@ def test_the_teacher_paragraph_gives_its_share_of_the_reward_and_the_step_time(t
     ]
     (run / "samples.jsonl").write_text("".join(json.dumps(s) + "\n" for s in samples))
     rows = [
-        {"iteration": 1, "step_seconds": 100.0},
+        {"iteration": 1, "step_seconds": 100.0},  # logged with flat names, before a resume
         {
             "iteration": 2,
-            "step_seconds": 140.0,
-            "teacher_requests": 7,
-            "teacher_verdicts": 6,
-            "teacher_abstained": 1,
-            "teacher_latency_p50_s": 12.5,
+            "perf/step_seconds": 140.0,
+            "teacher/requests": 7,
+            "teacher/verdicts": 6,
+            "teacher/abstained": 1,
+            "teacher/latency_p50_s": 12.5,
         },
     ]
     (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))

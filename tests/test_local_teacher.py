@@ -89,9 +89,9 @@ def test_a_run_with_the_local_teacher_gets_verdicts_caches_them_and_stops_the_se
     port, pid = map(int, PID.search(first.stdout).groups())
     assert gone(pid), "the llama.cpp server outlived the run"
     logged = rows(tmp_path / "first")
-    sent = logged[-1]["teacher_requests"]
-    assert sent == logged[-1]["teacher_verdicts"] > 0  # constrained: every reply is a verdict
-    assert logged[-1]["teacher_server_threads"] == 1
+    sent = logged[-1]["teacher/requests"]
+    assert sent == logged[-1]["teacher/verdicts"] > 0  # constrained: every reply is a verdict
+    assert logged[-1]["teacher/server_threads"] == 1
     lines = (tmp_path / "first" / "samples.jsonl").read_text().splitlines()
     samples = [json.loads(line) for line in lines]
     judged = [s for s in samples if s["teacher"] and s["teacher"].get("score") is not None]
@@ -103,7 +103,7 @@ def test_a_run_with_the_local_teacher_gets_verdicts_caches_them_and_stops_the_se
     port_again, pid_again = map(int, PID.search(again.stdout).groups())
     assert port_again != port and gone(pid_again)
     last = rows(tmp_path / "again")[-1]
-    assert last["teacher_requests"] == 0 and last["teacher_cache_hits"] == sent
+    assert last["teacher/requests"] == 0 and last["teacher/cache_hits"] == sent
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])

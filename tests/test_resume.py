@@ -51,11 +51,11 @@ def _varies(key: str) -> bool:
     # Wall-clock times and what follows from them (throughput, the share of scoring hidden,
     # jobs in flight), and whether rustc's result came from the cache: the resumed run meets
     # results the first run cached. Nothing else may differ.
-    timed = ("samples_per_s", "score_hidden_frac")
+    timed = ("perf/samples_per_s", "perf/score_hidden_frac")
     return (
         key.endswith("seconds")
         or "_in_flight_" in key
-        or key in ("cached", "rust_cached_rate", *timed)
+        or key in ("cached", "rust/cached_rate", *timed)
     )
 
 
@@ -180,8 +180,10 @@ def test_resume_without_a_path_finds_the_named_run_or_the_newest(tmp_path):
 
 
 def test_rows_logged_after_the_checkpoint_are_dropped(tmp_path):
+    # Step 1 logged before the names were namespaced (a run resumed since), 2 and 3 after.
+    logged = [{"iteration": 1, "kl": 0.1}, *({"iteration": i, "kl/mean": 0.1} for i in (2, 3))]
     (tmp_path / "metrics.jsonl").write_text(
-        "".join(json.dumps({"iteration": i, "kl": 0.1}) + "\n" for i in (1, 2, 3))
+        "".join(json.dumps(row) + "\n" for row in logged)
         + '{"iteration": 4, "k'  # a line cut short by a kill
     )
     (tmp_path / "metrics.csv").write_text("iteration,kl\n1,0.1\n2,0.1\n3,0.1\n4,0.")

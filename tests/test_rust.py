@@ -13,7 +13,8 @@ from rlaif.cache import ResultCache
 from rlaif.config import RewardsConfig, RustConfig
 from rlaif.data.tasks import load_tasks
 from rlaif.judges.rewards import RUST_TERMS, reward_terms
-from rlaif.judges.rust.jobs import RustJudge, find_toolchain, parse_test_output
+from rlaif.judges.rust.diagnostics import parse_test_output
+from rlaif.judges.rust.jobs import RustJudge, find_toolchain
 from rlaif.records.metrics import score_metrics
 from rlaif.types import TEACHER_OFF, Judgement, Sample, Scored, Task
 from tests.conftest import REPO, run_cli

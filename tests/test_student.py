@@ -129,7 +129,8 @@ def test_sampling_ignores_the_models_generation_config_so_the_trainer_scores_wha
     import shutil
 
     from rlaif.config import Config
-    from rlaif.training.trainer import Trainer, _pad_batch, make_accelerator
+    from rlaif.training.processes import make_accelerator
+    from rlaif.training.trainer import Trainer, _pad_batch
 
     model_dir = tmp_path / "warped"
     shutil.copytree(tiny_model_dir, model_dir)

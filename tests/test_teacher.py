@@ -36,17 +36,11 @@ from teacher_server import (
 )
 
 from rlaif.config import CacheConfig, ConfigError, TeacherConfig
-from rlaif.judges.teacher.client import (
-    ABSTAIN_KINDS,
-    Teacher,
-    TeacherBudgetExhausted,
-    TeacherUnavailable,
-    _quantile,
-    estimate_tokens,
-    make_teacher,
-)
+from rlaif.judges.teacher.client import Teacher, TeacherBudgetExhausted, estimate_tokens
 from rlaif.judges.teacher.providers import retry_after_s
 from rlaif.judges.teacher.rubric import SYSTEM_PROMPT, context_shown, grading_request
+from rlaif.judges.teacher.setup import TeacherUnavailable, make_teacher
+from rlaif.judges.teacher.stats import ABSTAIN_KINDS, _quantile
 from rlaif.types import Judgement, RustResult, Task
 
 KEY = "sk-test-0123456789-do-not-leak"

@@ -12,8 +12,10 @@ from teacher_server import Reply, Status, TeacherServer
 
 from rlaif.config import TeacherConfig
 from rlaif.judges.teacher.breaker import CircuitBreaker
-from rlaif.judges.teacher.client import ABSTAIN_KINDS, Teacher, make_teacher
+from rlaif.judges.teacher.client import Teacher
 from rlaif.judges.teacher.ratelimit import Clock
+from rlaif.judges.teacher.setup import make_teacher
+from rlaif.judges.teacher.stats import ABSTAIN_KINDS
 from rlaif.types import Judgement, RustResult, Task
 
 KEY_ENV = "RLAIF_TEST_TEACHER_KEY"

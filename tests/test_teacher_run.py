@@ -101,16 +101,16 @@ def test_a_teacher_that_dies_mid_run_makes_samples_abstain_and_the_run_goes_on(
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [row["iteration"] for row in rows] == [1, 2, 3, 4]  # every step ran and logged its row
     last = rows[-1]
-    assert last["teacher_verdicts"] == stop_after
-    assert last["teacher_abstained_connection"] >= 1  # the requests that found it dead
-    assert last["teacher_abstained_unavailable"] > 0  # then refused at once
-    assert last["teacher_requests"] == stop_after + 2  # two failed requests opened the circuit
-    assert last["teacher_circuit_open"] == 1.0
-    assert rows[0]["teacher_circuit_open"] == 0.0  # it died during step 2
-    assert rows[0]["teacher_abstained"] == rows[0]["teacher_abstained_no_code"]
-    assert rows[1]["teacher_circuit_open"] == 1.0
+    assert last["teacher/verdicts"] == stop_after
+    assert last["teacher/abstained_connection"] >= 1  # the requests that found it dead
+    assert last["teacher/abstained_unavailable"] > 0  # then refused at once
+    assert last["teacher/requests"] == stop_after + 2  # two failed requests opened the circuit
+    assert last["teacher/circuit_open"] == 1.0
+    assert rows[0]["teacher/circuit_open"] == 0.0  # it died during step 2
+    assert rows[0]["teacher/abstained"] == rows[0]["teacher/abstained_no_code"]
+    assert rows[1]["teacher/circuit_open"] == 1.0
     for row in rows[2:]:  # steps after the death: the teacher abstained on every sample it saw
-        assert row["teacher_abstain_rate"] == 1.0
+        assert row["teacher/abstain_rate"] == 1.0
     samples = [json.loads(line) for line in (run / "samples.jsonl").read_text().splitlines()]
     assert {s["step"] for s in samples} == {1, 2, 3, 4}
     for s in samples:

@@ -12,7 +12,7 @@ from teacher_server import TeacherServer
 from rlaif.config import Config, RustConfig, TeacherConfig
 from rlaif.judges.rust.jobs import RustJudge
 from rlaif.judges.scoring import Scorer
-from rlaif.judges.teacher.client import make_teacher
+from rlaif.judges.teacher.setup import make_teacher
 from rlaif.records.metrics import score_metrics
 from rlaif.types import NOT_COMPILED, TEACHER_OFF, Judgement, Sample, Task
 

@@ -15,7 +15,7 @@ from rlaif.config import Config, RustConfig, TeacherConfig
 from rlaif.judges.rewards import reward_terms
 from rlaif.judges.rust.jobs import RustJudge
 from rlaif.judges.rust.sandbox import scrubbed_env
-from rlaif.judges.teacher.client import make_teacher
+from rlaif.judges.teacher.setup import make_teacher
 from rlaif.records.metrics import sample_record
 from rlaif.types import RustResult, Sample, Scored, Task
 

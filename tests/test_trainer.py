@@ -12,7 +12,8 @@ import torch
 from bench.logprob_memory import textbook
 from rlaif.config import Config, KLConfig, StudentConfig, TrainerConfig
 from rlaif.student.model import Generator, load_student
-from rlaif.training.trainer import Trainer, _pad_batch, make_accelerator, update_objective
+from rlaif.training.processes import make_accelerator
+from rlaif.training.trainer import Trainer, _pad_batch, update_objective
 from rlaif.types import Task
 
 TASK = Task("a", "Write `fn a() -> i32` returning 1.", "#[test] fn t() {}", "easy")

@@ -1,1 +1,2 @@
-"""The command line (`python -m rlaif ...`: `main`) and `doctor`. May import every package."""
+"""The command line (`python -m rlaif ...`: `main.main`), its commands by topic (`runs`, `judging`,
+`models`, `checks`) and `doctor`. May import every package."""

@@ -197,9 +197,9 @@ def check_cache(config: Config) -> list[Check]:
 async def check_online(config: Config, environ: Mapping[str, str]) -> Check:
     """One grading request, one attempt: its latency and whether the reply reads as a verdict,
     or its error (the key redacted from any text)."""
-    from rlaif.judges.teacher.client import make_teacher
     from rlaif.judges.teacher.providers import API_ERRORS, error_kind
     from rlaif.judges.teacher.rubric import SYSTEM_PROMPT, grading_request, read_verdict
+    from rlaif.judges.teacher.setup import make_teacher
 
     teacher, status = make_teacher(config.teacher, environ)
     if teacher is None:

@@ -6,7 +6,7 @@ their own (`sandbox_errors`, `abstained`), never as failures. The teacher is not
 evaluation measures what the compiler and the hidden tests can check. Two models (a base model
 and a checkpoint, or two checkpoints) are evaluated on the same tasks with the same seed and
 shown side by side; the training loop calls `evaluate_policy` every `eval.every` steps for the
-eval_* metric columns.
+eval_* metric columns (`eval/*` in metrics.jsonl and TensorBoard).
 `sample_records` gives one plain record per sample, for confidence intervals over tasks
 (`rlaif.stats`, `bench/learning.py`) and for reading what the model wrote.
 """

@@ -27,7 +27,8 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import anyio
@@ -38,15 +39,17 @@ from rlaif.config import Config, ConfigError
 from rlaif.judges.rust.jobs import Toolchain
 from rlaif.judges.teacher.client import Teacher, TeacherBudgetExhausted
 from rlaif.loop.blind import BlindGuard
-from rlaif.loop.run import Groups, Run, make_run_dir, replace_zero_variance
+from rlaif.loop.run import Run, make_run_dir
 from rlaif.loop.stop import StopRequest
 from rlaif.records.checkpoint import remove_after
 from rlaif.records.metrics import StepProgress
 from rlaif.records.resume import ResumePoint, trim_logs
 from rlaif.rollout.stream import Batch, Rollout
 from rlaif.student.model import pick_device, resolve_source
-from rlaif.training.trainer import from_main, make_accelerator
-from rlaif.types import Task
+from rlaif.training.advantages import step_advantages, zero_std_groups
+from rlaif.training.curriculum import CurriculumSampler, group_outcomes
+from rlaif.training.processes import from_main, make_accelerator
+from rlaif.types import Groups, Task
 
 
 @dataclass(frozen=True)
@@ -97,8 +100,21 @@ class StepTimes:
         }
 
 
+@dataclass
+class ScoredBatch:
+    """One step's scored groups, as the update takes them."""
+
+    groups: Groups  # `trainer.tasks_per_step` groups, in task order
+    processes: list[int]  # the process that generated each group
+    dropped: Groups = field(default_factory=list)  # swapped out by dynamic sampling
+
+
 class Pipeline:
-    """Runs the steps of one run in the order `Schedule` allows; see the module docstring."""
+    """Runs the steps of one run in the order `Schedule` allows; see the module docstring.
+
+    `step` is one training step, top to bottom; `steps` runs them, logs each row and decides
+    when to checkpoint or stop.
+    """
 
     def __init__(self, run: Run, schedule: Schedule, stop: StopRequest, console: Console):
         self.run = run
@@ -111,13 +127,14 @@ class Pipeline:
         self._ahead: deque[Batch] = deque()  # generated, not yet trained on
         self._next = 1  # the next step to generate
         self._rollout: Rollout | None = None
+        self._step_began = 0.0
         self.blind = BlindGuard(self.config.run.max_blind_steps, self.config.teacher.required)
 
     async def steps(self, first: int, teacher: Teacher | None) -> int:
         """Run steps `first`..last; returns the last step whose update was applied."""
         run, last = self.run, self.schedule.last_step
         self.done, self._next = first - 1, first
-        step_began = time.perf_counter()
+        self._step_began = time.perf_counter()
         run.scorer.in_flight()  # open the gauges' first window
         progress = StepProgress(last, self.config.logging.progress, self.console, start=first - 1)
         with progress:
@@ -125,22 +142,9 @@ class Pipeline:
                 self._rollout = run.rollout(scoring)
                 try:
                     for iteration in range(first, last + 1):
-                        batch = await self._scored_step()
-                        if batch is None or self._stopping():
+                        row = await self.step(iteration)
+                        if row is None:
                             break
-                        groups, dropped, made_by, times = batch
-                        # Raises before the update once no judge answered for K steps (blind.py).
-                        self.blind.observe(iteration, [s for g in groups + dropped for s in g])
-                        trained = time.perf_counter()
-                        row = await run.learn(iteration, groups, dropped, made_by)
-                        train_seconds = time.perf_counter() - trained
-                        self.done = iteration
-                        row.update(await run.periodic_eval(iteration))
-                        now = time.perf_counter()
-                        samples = sum(len(g) for g in groups)
-                        row.update(times.row(train_seconds, now - step_began, samples))
-                        row.update(run.scorer.in_flight())
-                        step_began = now
                         if run.logger is not None:
                             run.logger.log_step(row)
                         progress.advance(row)
@@ -153,44 +157,77 @@ class Pipeline:
                     scoring.cancel_scope.cancel()  # batches generated ahead of a stop
         return self.done
 
-    async def _scored_step(self) -> tuple[Groups, Groups, list[int], StepTimes] | None:
-        """The next step's scored groups, the groups dynamic sampling swapped out, the process
-        that made each group, and the stage times; None when a stop cancelled it."""
-        run, times, made_by = self.run, StepTimes(), {}
-        n_tasks = self.config.trainer.tasks_per_step
-
-        async def groups_of(tasks: list[Task]) -> Groups:
-            """Replacement groups: generated now, waited for at once."""
-            batch = await run.generate(self._rollout, tasks)
-            return await self._collect(batch, len(tasks), times, made_by)
-
+    async def step(self, iteration: int) -> dict[str, float | None] | None:
+        """One training step, in order; returns its metrics row, or None when a stop came
+        before its update."""
+        run, config = self.run, self.config
+        times, batch = StepTimes(), None
         with self.stop.cancellable():
+            # 1. Generate ahead (a worker thread, one batch at a time): every batch that the
+            #    staleness bound allows. Each task's group goes to scoring (rustc jobs, teacher
+            #    calls) the moment it is generated, and scoring runs on in the background, behind
+            #    this step's update and the next generation.
             while self.schedule.may_generate(self._next, self.done):
-                tasks = run.sampler.next(n_tasks)
-                batch = await run.generate(self._rollout, tasks)
-                self._ahead.append(batch)
+                tasks = run.sampler.next(config.trainer.tasks_per_step)
+                self._ahead.append(await run.generate(self._rollout, tasks))
                 self._next += 1
-            batch = self._ahead.popleft()
-            groups = await self._collect(batch, n_tasks, times, made_by)
-            groups, dropped = await replace_zero_variance(
-                groups,
-                run.sampler,
-                groups_of,
-                self.config.trainer.whiten_eps,
-                self.config.curriculum.max_replacements,
-            )
-            return groups, dropped, [made_by[id(g)] for g in groups], times
-        return None
+            # 2. Wait for this step's batch (the oldest generated) to be scored.
+            batch = await self._collect(self._ahead.popleft(), config.trainer.tasks_per_step, times)
+            # 3. Dynamic sampling: a group whose rewards are all equal teaches nothing; swap it
+            #    for a fresh task's group, generated and scored now.
+            batch = await self._replace_zero_variance(batch, times)
+        if batch is None or self._stopping():
+            return None
+        # 4. No training blind: raise before the update once no judge answered for K steps.
+        self.blind.observe(iteration, [s for g in batch.groups + batch.dropped for s in g])
+        trained = time.perf_counter()
+        # 5. The curriculum learns every group's outcome, the swapped-out groups' too.
+        run.sampler.update(group_outcomes(batch.groups + batch.dropped, config.curriculum))
+        # 6. Advantages: each judge's rewards whitened within its group (per-prompt baseline).
+        advantages = step_advantages(batch.groups, config.trainer)
+        staleness = run.staleness(batch.groups)
+        # 7. The update, on this process's share of the groups (a worker thread).
+        stats = await run.update(batch.groups, advantages.per_sample)
+        row = run.metrics_row(iteration, batch.groups, batch.dropped, stats, advantages, staleness)
+        run.log_samples(iteration, batch.groups, advantages.per_sample, batch.processes)
+        train_seconds = time.perf_counter() - trained
+        self.done = iteration
+        # 8. Held-out evaluation, every `eval.every` steps.
+        row.update(await run.periodic_eval(iteration))
+        # 9. Timings: how much of scoring hid behind generation and the update.
+        now = time.perf_counter()
+        samples = sum(len(g) for g in batch.groups)
+        row.update(times.row(train_seconds, now - self._step_began, samples))
+        row.update(run.scorer.in_flight())
+        self._step_began = now
+        return row
 
-    async def _collect(
-        self, batch: Batch, n_tasks: int, times: StepTimes, made_by: dict[int, int]
-    ) -> Groups:
-        """Wait for a batch's scores from every process, timing the wait."""
+    async def _collect(self, batch: Batch, n_tasks: int, times: StepTimes) -> ScoredBatch:
+        """Wait for a batch's scores from every process (`n_tasks` in all), timing the wait."""
         waited = time.perf_counter()
         groups, processes = await self.run.collect(batch, n_tasks)
         times.add(batch, time.perf_counter() - waited)
-        made_by.update((id(g), p) for g, p in zip(groups, processes, strict=True))
-        return groups
+        return ScoredBatch(groups, processes)
+
+    async def _replace_zero_variance(self, batch: ScoredBatch, times: StepTimes) -> ScoredBatch:
+        """`replace_zero_variance` on the step's batch: fresh groups are generated and scored
+        at once, and remember which process made them."""
+        made_by = dict(zip(map(id, batch.groups), batch.processes, strict=True))
+
+        async def fresh_groups(tasks: list[Task]) -> Groups:
+            batch = await self.run.generate(self._rollout, tasks)
+            fresh = await self._collect(batch, len(tasks), times)
+            made_by.update(zip(map(id, fresh.groups), fresh.processes, strict=True))
+            return fresh.groups
+
+        groups, dropped = await replace_zero_variance(
+            batch.groups,
+            self.run.sampler,
+            fresh_groups,
+            self.config.trainer.whiten_eps,
+            self.config.curriculum.max_replacements,
+        )
+        return ScoredBatch(groups, [made_by[id(g)] for g in groups], dropped)
 
     async def save(self, step: int) -> Path | None:
         """Checkpoint after `step` (the main process writes it)."""
@@ -212,6 +249,33 @@ class Pipeline:
                 f"{reason}; teacher.on_budget is stop: the run ends after step {iteration}"
             )
         return reason is not None
+
+
+async def replace_zero_variance(
+    groups: Groups,
+    sampler: CurriculumSampler,
+    fresh_groups: Callable[[list[Task]], Awaitable[Groups]],
+    eps: float,
+    budget: int,
+) -> tuple[Groups, Groups]:
+    """Dynamic sampling (DAPO, Yu et al. 2025): swap each group whose rewards are all equal for a
+    fresh task's group, at most `budget` fresh groups a step, while the sampler has fresh tasks.
+
+    A fresh group may be uninformative too; it is then swapped again while budget remains.
+    Returns (the batch, same size and order, and the groups swapped out of it).
+    """
+    groups, dropped, spent = list(groups), [], 0
+    while spent < budget:
+        flat = [i for i, zero in enumerate(zero_std_groups(groups, eps)) if zero]
+        fresh = sampler.replacements(min(len(flat), budget - spent)) if flat else []
+        if not fresh:
+            break
+        spent += len(fresh)
+        # Fresh tasks may be fewer than the uninformative groups: the first ones are swapped.
+        for i, group in zip(flat[: len(fresh)], await fresh_groups(fresh), strict=True):
+            dropped.append(groups[i])
+            groups[i] = group
+    return groups, dropped
 
 
 async def train(

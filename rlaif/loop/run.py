@@ -1,9 +1,10 @@
 """What one training run holds, and how a step's scored groups become an update.
 
-`Run` loads the student, trainer, judges, curriculum and logger, and offers the pieces the
-pipeline (`pipeline.py`) schedules: `generate` a step's batch, `collect` its scored groups from
-every process, `learn` from them (curriculum, advantages, the update, the metrics row), evaluate,
-save and restore. The pipeline decides when each runs; nothing here overlaps anything.
+`Run` loads the student, trainer, judges, curriculum and logger, and offers the pieces that one
+training step (`pipeline.Pipeline.step`, which reads in order) calls: `generate` a batch,
+`collect` its scored groups from every process, `update` the weights, build the step's
+`metrics_row`, `log_samples`, `periodic_eval`, `save` and `restore`. Nothing here calls back into
+the pipeline, and nothing here overlaps anything: the pipeline decides when each runs.
 
 Under `accelerate launch` every process holds a Run: it generates and scores its contiguous share
 of the step's tasks (whole groups), all scored samples are gathered so every process whitens the
@@ -13,10 +14,8 @@ same rewards, each trains on its own share, and only the main process writes fil
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import time
-from collections.abc import Awaitable, Callable
 from datetime import datetime
 from pathlib import Path
 
@@ -24,6 +23,7 @@ import torch
 from rich.console import Console
 
 from rlaif.config import Config
+from rlaif.evaluation.evaluate import evaluate_policy
 from rlaif.judges.rust.jobs import RustJudge, Toolchain, default_concurrency, rust_cache
 from rlaif.judges.scoring import Scorer
 from rlaif.judges.teacher.client import Teacher
@@ -40,19 +40,11 @@ from rlaif.rollout.stream import Batch, Rollout
 from rlaif.rollout.threads import ThreadPolicy, in_torch_thread
 from rlaif.student.model import Generator, load_student, pick_device, pick_dtype
 from rlaif.student.precision import pick_autocast
-from rlaif.training.algo import abstained, batch_normalize, group_advantages
-from rlaif.training.curriculum import CurriculumSampler, sample_success
-from rlaif.training.trainer import (
-    Trainer,
-    gather_lists,
-    make_accelerator,
-    process_share,
-    share_bounds,
-    update_objective,
-)
-from rlaif.types import Scored, Task
-
-Groups = list[list[Scored]]
+from rlaif.training.advantages import Advantages
+from rlaif.training.curriculum import CurriculumSampler
+from rlaif.training.processes import gather_lists, make_accelerator, process_share, share_bounds
+from rlaif.training.trainer import Trainer, update_objective
+from rlaif.types import Groups, Task
 
 
 def make_run_dir(config: Config) -> Path:
@@ -176,43 +168,15 @@ class Run:
         """Updates applied so far: the policy version new samples carry."""
         return self.trainer.version
 
-    async def learn(
-        self,
-        iteration: int,
-        groups: Groups,
-        dropped: Groups,
-        made_by: list[int],
-    ) -> dict[str, float]:
-        """Feed the curriculum, whiten, update on this process's share, log the samples.
-
-        Returns the step's row without its timings (the pipeline adds those).
-        """
-        cfg = self.config.trainer
-        acc = self.accelerator
-        # Every process sees every reward before whitening, and the curriculum sees them all.
-        self.sampler.update(
-            [
-                (g[0].sample.task.id, [sample_success(s, self.config.curriculum) for s in g])
-                for g in groups + dropped
-            ]
-        )
-        scored = [s for group in groups for s in group]
-        processes = [made_by[i] for i, group in enumerate(groups) for _ in group]
-        rewards = reward_tensor(scored, len(groups), cfg.samples_per_prompt)  # [B, G, S]
-        advantages, zero_std = group_advantages(
-            rewards, cfg.whiten_eps, cfg.advantage_mode
-        )  # [B, G], [B]
-        if cfg.batch_normalize:
-            advantages = batch_normalize(
-                advantages, zero_std, cfg.whiten_eps, abstained(rewards)
-            )  # [B, G]
-        flat_adv = advantages.flatten().tolist()
-        # Each process trains on an equal contiguous share of the batch's groups.
-        train_groups, first_group = process_share(groups, acc)
-        first = first_group * cfg.samples_per_prompt
-        local = [s for group in train_groups for s in group]
-        local_adv = flat_adv[first : first + len(local)]
-        staleness = [self.version - s.sample.policy_version for s in scored]
+    async def update(self, groups: Groups, advantages: list[float]) -> dict[str, float]:
+        """The update on this process's contiguous share of the step's groups, in a worker
+        thread whose torch threads are re-decided before every layer (`ThreadPolicy`).
+        Returns the update's statistics, reduced over every process."""
+        g = self.config.trainer.samples_per_prompt
+        mine, first_group = process_share(groups, self.accelerator)
+        first = first_group * g
+        samples = [s.sample for group in mine for s in group]
+        local_advantages = advantages[first : first + len(samples)]
 
         def update() -> dict[str, float]:
             models = [self.trainer.policy, self.trainer.reference]  # reference: None under LoRA
@@ -220,33 +184,50 @@ class Run:
                 for model in filter(None, models):
                     hooks.enter_context(self.threads.per_layer(model, "train"))
                 return self.trainer.update(
-                    [s.sample for s in local],
-                    local_adv,
-                    before_micro_batch=self.threads.hook("train"),
+                    samples, local_advantages, before_micro_batch=self.threads.hook("train")
                 )
 
-        stats = await in_torch_thread(self.threads, "train", update)
-        row = {"iteration": iteration, **score_metrics(scored), **stats}
+        return await in_torch_thread(self.threads, "train", update)
+
+    def metrics_row(
+        self,
+        iteration: int,
+        groups: Groups,
+        dropped: Groups,
+        stats: dict[str, float],
+        advantages: Advantages,
+        staleness: list[int],
+    ) -> dict[str, float]:
+        """The step's row without its timings: the judges' results, the update's statistics,
+        the curriculum, threads, staleness and the teacher's calls (this process's)."""
+        row = {"iteration": iteration, **score_metrics([s for g in groups for s in g]), **stats}
         row.update(self.sampler.metrics(), curriculum_replaced=len(dropped))
         row.update(
             gen_threads_mean=self.threads.mean("gen"),
             train_threads_mean=self.threads.mean("train"),
-            frac_zero_std=zero_std.float().mean().item(),
+            frac_zero_std=advantages.zero_std_share,
             staleness_mean=sum(staleness) / len(staleness),
             staleness_max=float(max(staleness)),
         )
         if self.scorer.teacher is not None:
-            row.update(self.scorer.teacher.metrics())  # this process's teacher calls
-        if self.logger is not None:
-            self.logger.log_samples(iteration, scored, flat_adv, processes)
+            row.update(self.scorer.teacher.metrics())
         return row
+
+    def staleness(self, groups: Groups) -> list[int]:
+        """How many updates old each sample is now (0: made by the current weights)."""
+        return [self.version - s.sample.policy_version for group in groups for s in group]
+
+    def log_samples(
+        self, iteration: int, groups: Groups, advantages: list[float], made_by: list[int]
+    ) -> None:
+        """Every sample of the step to samples.jsonl (main process), with its advantage."""
+        if self.logger is not None:
+            scored = [s for group in groups for s in group]
+            processes = [made_by[i] for i, group in enumerate(groups) for _ in group]
+            self.logger.log_samples(iteration, scored, advantages, processes)
 
     async def periodic_eval(self, iteration: int) -> dict[str, float | None]:
         """eval_* columns: measured every `eval.every` steps, empty (None) in between."""
-        from rlaif.evaluation.evaluate import (
-            evaluate_policy,  # evaluate imports rollout, which is light
-        )
-
         cfg = self.config.eval
         if not cfg.every or not self.eval_tasks:
             return {}
@@ -295,44 +276,3 @@ class Run:
         self.sampler.load_state(checkpoint.sampler)
         set_rng_state(checkpoint.rng)
         return checkpoint
-
-
-async def replace_zero_variance(
-    groups: Groups,
-    sampler: CurriculumSampler,
-    score: Callable[[list[Task]], Awaitable[Groups]],
-    eps: float,
-    budget: int,
-) -> tuple[Groups, Groups]:
-    """Dynamic sampling (DAPO, Yu et al. 2025): swap each group whose rewards are all equal for a
-    fresh task's group, at most `budget` fresh groups a step, while the sampler has fresh tasks.
-
-    A fresh group may be uninformative too; it is then swapped again while budget remains.
-    Returns (the batch, same size and order, and the groups swapped out of it).
-    """
-    groups, dropped, spent = list(groups), [], 0
-    while spent < budget:
-        flat = [i for i, zero in enumerate(_zero_std_groups(groups, eps)) if zero]
-        fresh = sampler.replacements(min(len(flat), budget - spent)) if flat else []
-        if not fresh:
-            break
-        spent += len(fresh)
-        # Fresh tasks may be fewer than the uninformative groups: the first ones are swapped.
-        for i, group in zip(flat[: len(fresh)], await score(fresh), strict=True):
-            dropped.append(groups[i])
-            groups[i] = group
-    return groups, dropped
-
-
-def _zero_std_groups(groups: Groups, eps: float) -> list[bool]:
-    """Which groups the whitening gives advantage 0 (its own rule, per judge with abstentions)."""
-    scored = [s for group in groups for s in group]
-    rewards = reward_tensor(scored, len(groups), len(groups[0]))
-    return group_advantages(rewards, eps)[1].tolist()
-
-
-def reward_tensor(scored: list[Scored], tasks: int, group: int) -> torch.Tensor:
-    """[B, G, S] rewards by judge; a judge that is off for the whole run has no column."""
-    sources = sorted({name for s in scored for name in s.sources})
-    values = [[s.sources.get(name, math.nan) for name in sources] for s in scored]
-    return torch.tensor(values, dtype=torch.float64).reshape(tasks, group, len(sources))

@@ -2,9 +2,26 @@
 
 metrics.csv starts with the seed's columns (iteration, avg_reward, reward_std,
 compile_success_rate, parse_success_rate, policy_loss, kl, grad_norm), so tools that read the seed's
-`rl_training.log` read ours; the rest follow. metrics.jsonl carries the same rows. Every file is
-flushed after each step, so a crash loses at most the step in flight. The JSON files are strict
-JSON: a NaN (an abstention, an empty mean) is written as null (`strict_json`).
+`rl_training.log` read ours; the rest follow, under the flat names the loop gives them.
+metrics.jsonl carries the same rows, and TensorBoard the same scalars, under namespaced names
+that dashboards group (`metric_name`; `iteration` stays as it is, first):
+
+- `reward/`: the reward's mean and std (`reward/mean`, `reward/std`), and any `reward_*` term.
+- `rust/`: parse, compile and test rates (`rust/compile_rate`, `rust/parse_rate`,
+  `rust/test_pass_rate`, ...), clippy lints, and the rustc jobs' errors, timeouts and cache hits.
+- `teacher/`: the teacher's scores, abstentions, requests, tokens, spend and server threads.
+- `kl/`: the KL to the reference (`kl/mean`, `kl/max`), its coefficient (`kl/beta`), any target.
+- `perf/`: every `*_seconds`, throughput (`perf/samples_per_s`), torch threads, the jobs and calls
+  in flight, staleness, and the share of scoring hidden behind other work.
+- `curriculum/`: the curriculum's stage, per-bucket shares, successes and sizes, replacements.
+- `eval/`: the periodic evaluation's rates and pass@k (`eval/pass@1`; its time is
+  `perf/eval_seconds`).
+- `train/`: the rest: the update's losses, grad norm, lr, entropy, clip and ratio statistics.
+
+A run resumed from one written before the names were namespaced has flat keys in its older rows:
+readers take either (`namespaced` maps a row to the namespaced names). Every file is flushed after
+each step, so a crash loses at most the step in flight. The JSON files are strict JSON: a NaN (an
+abstention, an empty mean) is written as null (`strict_json`).
 """
 
 from __future__ import annotations
@@ -49,6 +66,56 @@ LEADING_COLUMNS = (
     "train_seconds",
     "step_seconds",
 )
+
+NAMESPACES = ("reward", "rust", "teacher", "kl", "perf", "curriculum", "eval", "train")
+# The exceptions to the rules in `metric_name`: flat names that read better renamed in their
+# namespace (the seed's), or that no prefix or suffix places.
+RENAMED = {
+    "avg_reward": "reward/mean",
+    "reward_std": "reward/std",
+    "compile_success_rate": "rust/compile_rate",
+    "parse_success_rate": "rust/parse_rate",
+    "test_pass_rate": "rust/test_pass_rate",
+    "all_tests_pass_rate": "rust/all_tests_pass_rate",
+    "code_found_rate": "rust/code_found_rate",
+    "placeholder_rate": "rust/placeholder_rate",
+    "clippy_lints_mean": "rust/clippy_lints_mean",
+    "kl": "kl/mean",
+    "kl_coef": "kl/beta",
+    "score_hidden_frac": "perf/score_hidden_frac",
+}
+# Kept whole under perf/: timings, throughput, torch threads, gauges of work in flight.
+PERF_SUFFIXES = ("_seconds", "_per_s", "_threads_mean", "_in_flight_mean", "_in_flight_max")
+# Namespace by prefix, the prefix dropped: teacher_requests -> teacher/requests.
+PREFIXES = {
+    "reward_": "reward",
+    "rust_": "rust",
+    "teacher_": "teacher",
+    "kl_": "kl",
+    "curriculum_": "curriculum",
+    "eval_": "eval",
+}
+
+
+def metric_name(key: str) -> str:
+    """The namespaced name of a flat row key, for metrics.jsonl and TensorBoard (the module
+    docstring lists the namespaces). `iteration` and names already namespaced stay as they are,
+    so old and new rows read alike."""
+    if key == "iteration" or "/" in key:
+        return key
+    if key in RENAMED:
+        return RENAMED[key]
+    if key.endswith(PERF_SUFFIXES) or key.startswith("staleness_"):
+        return f"perf/{key}"  # before the prefixes: eval_seconds, teacher_calls_in_flight_max
+    for prefix, namespace in PREFIXES.items():
+        if key.startswith(prefix):
+            return f"{namespace}/{key.removeprefix(prefix)}"
+    return f"train/{key}"
+
+
+def namespaced(row: dict) -> dict:
+    """A metrics.jsonl row under the namespaced names, whichever names it was written with."""
+    return {metric_name(key): value for key, value in row.items()}
 
 
 def score_metrics(scored: list[Scored]) -> dict[str, float]:
@@ -103,6 +170,9 @@ def _mean(values: list[float]) -> float:
 class RunLogger:
     """Appends one row per step to metrics.csv/.jsonl and every sample to samples.jsonl.
 
+    `log_step` takes the row under its flat names: metrics.csv keeps them, metrics.jsonl and
+    TensorBoard get the namespaced ones (`metric_name`).
+
     A resumed run appends to the files already there: the CSV keeps the header it has (a key
     that is not in it goes to metrics.jsonl only), and TensorBoard purges the events it had
     logged from the first step logged now on (a crash after the last checkpoint logged some).
@@ -133,7 +203,7 @@ class RunLogger:
         ordered = {c: row.get(c) for c in self._columns}
         ordered.update((k, v) for k, v in row.items() if k not in ordered)
         with (self.run_dir / "metrics.jsonl").open("a") as f:
-            f.write(strict_json.dumps(ordered) + "\n")
+            f.write(strict_json.dumps(namespaced(ordered)) + "\n")
         self.rows += 1
         if self.tensorboard:
             self._log_tensorboard(row)
@@ -176,13 +246,8 @@ class RunLogger:
 
 
 def tensorboard_tag(key: str) -> str:
-    """Group the flat metric names into TensorBoard sections: eval/, time/, train/."""
-    key = key.replace("@", "_at_")  # TensorBoard tags allow only [-/\w.]
-    if key.startswith("eval_"):
-        return "eval/" + key.removeprefix("eval_")
-    if key.endswith("_seconds"):
-        return "time/" + key.removesuffix("_seconds")
-    return "train/" + key
+    """A row key's TensorBoard tag: its namespaced name, whose namespace is the section."""
+    return metric_name(key).replace("@", "_at_")  # TensorBoard tags allow only [-/\w.]
 
 
 def sample_record(step: int, s: Scored, advantage: float, process: int = 0) -> dict:

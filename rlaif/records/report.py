@@ -2,13 +2,12 @@
 
 `python -m rlaif report runs/NAME` writes `runs/NAME/report/`: one PNG per plot (reward and its
 terms, pass rates, KL and its coefficient, the teacher's score and abstentions, the curriculum's
-difficulty mix, where each step's time went, periodic evaluation) and `README.md` with the key
-numbers, the plots and the best and worst completions. A plot whose columns the run does not
-have (no teacher, no periodic eval, an older run) is skipped with a note saying why, never drawn
-empty. It reads the files only, so it works on a run that is still going or that crashed.
-
-Plots are drawn with matplotlib's object API (`Figure`, the Agg canvas): no pyplot global state,
-no display needed.
+difficulty mix, where each step's time went, periodic evaluation; drawn by `plots.py`) and
+`README.md` with the key numbers, the plots and the best and worst completions. A plot whose
+columns the run does not have (no teacher, no periodic eval, an older run) is skipped with a note
+saying why, never drawn empty. It reads the files only, so it works on a run that is still going
+or that crashed. Rows are read under the namespaced metric names whichever names they were
+written with: a run resumed from one logged before the names were namespaced has both.
 """
 
 from __future__ import annotations
@@ -18,22 +17,20 @@ import json
 import math
 import re
 from collections import defaultdict
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-import matplotlib
 import yaml
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from rlaif import strict_json
 from rlaif.records.checkpoint import list_checkpoints
+from rlaif.records.metrics import namespaced
+from rlaif.records.plots import PLOTS, TIME_PARTS, SampleStats, series, time_label
 
 TOP = 3  # best and worst completions shown
 CODE_CHARS = 2500  # longest completion quoted in the summary
-DIFFICULTY_ORDER = ("easy", "medium", "hard")
-TIME_PARTS = ("gen_seconds", "score_seconds", "train_seconds", "eval_seconds")
 
 
 class ReportError(RuntimeError):
@@ -45,17 +42,6 @@ class Report:
     plots: list[Path]
     notes: list[str]  # "name.png: why it was skipped"
     summary: Path
-
-
-@dataclass
-class SampleStats:
-    """What the report needs from samples.jsonl, gathered in one streaming pass."""
-
-    components: dict[str, dict[int, list[float]]] = field(default_factory=dict)  # term -> step
-    difficulties: dict[int, dict[str, int]] = field(default_factory=dict)  # step -> counts
-    best: list = field(default_factory=list)  # min-heap of (reward, order, record)
-    worst: list = field(default_factory=list)  # min-heap of (-reward, order, record)
-    count: int = 0
 
 
 def write_report(run_dir: Path, out_dir: Path | None = None) -> Report:
@@ -90,11 +76,12 @@ def write_report(run_dir: Path, out_dir: Path | None = None) -> Report:
 
 
 def read_metrics(path: Path) -> list[dict]:
+    """The rows of metrics.jsonl under the namespaced names (older runs wrote flat ones)."""
     lines = path.read_text().splitlines()
     rows = []
     for number, line in enumerate(lines, 1):
         try:
-            rows.append(json.loads(line))
+            rows.append(namespaced(json.loads(line)))
         except json.JSONDecodeError:
             # The last line of a killed run may be cut short; anything else is a real problem.
             if number != len(lines):
@@ -148,196 +135,17 @@ def _num(value) -> float:
     return strict_json.number(value)  # null (written for NaN) and empty cells are NaN
 
 
-def series(metrics: list[dict], key: str) -> tuple[list[int], list[float]]:
-    """(steps, values) of one column; steps where it is empty are left out."""
-    steps, values = [], []
-    for row in metrics:
-        value = _num(row.get(key))
-        if not math.isnan(value):
-            steps.append(int(row["iteration"]))
-            values.append(value)
-    return steps, values
-
-
-def _has(metrics: list[dict], key: str) -> bool:
-    return bool(series(metrics, key)[0])
-
-
-# ---------------------------------------------------------------------------------------------
-# Plots: each draws on `fig` and returns None, or returns why it has nothing to draw.
-
-
-def plot_reward(fig: Figure, metrics: list[dict], samples: SampleStats) -> str | None:
-    if not _has(metrics, "avg_reward"):
-        return "no avg_reward column"
-    top = fig.add_subplot(2, 1, 1) if samples.components else fig.add_subplot(1, 1, 1)
-    steps, mean = series(metrics, "avg_reward")
-    top.plot(steps, mean, marker="o", label="mean reward")
-    std_steps, std = series(metrics, "reward_std")
-    if std_steps == steps:
-        lo = [m - s for m, s in zip(mean, std, strict=True)]
-        hi = [m + s for m, s in zip(mean, std, strict=True)]
-        top.fill_between(steps, lo, hi, alpha=0.25, label="± std over samples")
-    top.set(title="Reward per step", ylabel="reward")
-    top.legend(loc="best")
-    if samples.components:
-        bottom = fig.add_subplot(2, 1, 2, sharex=top)
-        # A colour per term: there are more terms than the default cycle's 10 colours.
-        palette = matplotlib.colormaps["tab20"].colors
-        for i, (term, by_step) in enumerate(samples.components.items()):
-            term_steps = sorted(by_step)
-            means = [_nanmean(by_step[s]) for s in term_steps]
-            bottom.plot(term_steps, means, label=term, color=palette[i % len(palette)])
-        bottom.set(title="Reward terms (mean over the step's samples)", xlabel="step")
-        bottom.set_ylabel("weighted value")
-        bottom.legend(loc="best", fontsize="small", ncols=2)
-    else:
-        top.set_xlabel("step")
-    return None
-
-
-def plot_pass_rates(fig: Figure, metrics: list[dict], samples: SampleStats) -> str | None:
-    keys = {
-        "parse_success_rate": "parses",
-        "compile_success_rate": "compiles",
-        "test_pass_rate": "hidden tests passed",
-        "all_tests_pass_rate": "every test passed",
-    }
-    present = {k: label for k, label in keys.items() if _has(metrics, k)}
-    if not present:
-        return "no compile or test rate columns"
-    ax = fig.add_subplot(1, 1, 1)
-    for key, label in present.items():
-        ax.plot(*series(metrics, key), marker="o", label=label)
-    ax.set(title="rustc: parse, compile and test pass rates", xlabel="step", ylabel="fraction")
-    ax.set_ylim(-0.03, 1.03)
-    ax.legend(loc="best")
-    return None
-
-
-def plot_kl(fig: Figure, metrics: list[dict], samples: SampleStats) -> str | None:
-    if not _has(metrics, "kl"):
-        return "no kl column"
-    ax = fig.add_subplot(1, 1, 1)
-    ax.plot(*series(metrics, "kl"), marker="o", color="tab:blue", label="KL to the reference")
-    ax.set(title="KL divergence and its coefficient", xlabel="step")
-    ax.set_ylabel("KL per token", color="tab:blue")
-    if _has(metrics, "kl_coef"):
-        right = ax.twinx()
-        right.plot(*series(metrics, "kl_coef"), color="tab:red", linestyle="--", label="kl_coef")
-        right.set_ylabel("kl_coef (beta)", color="tab:red")
-    return None
-
-
-def plot_teacher(fig: Figure, metrics: list[dict], samples: SampleStats) -> str | None:
-    scored = _has(metrics, "teacher_score_mean")
-    abstained = any(v > 0 for v in series(metrics, "teacher_abstain_rate")[1])
-    if not scored and not abstained:
-        return "no teacher scores and no abstentions (the teacher was off)"
-    ax = fig.add_subplot(1, 1, 1)
-    if scored:
-        ax.plot(*series(metrics, "teacher_score_mean"), marker="o", label="mean score")
-    ax.plot(*series(metrics, "teacher_abstain_rate"), marker="x", label="abstention rate")
-    ax.set(title="Teacher: rubric score and abstentions", xlabel="step", ylabel="[0, 1]")
-    ax.set_ylim(-0.03, 1.03)
-    ax.legend(loc="best")
-    return None
-
-
-def plot_curriculum(fig: Figure, metrics: list[dict], samples: SampleStats) -> str | None:
-    curriculum_keys = sorted(k for row in metrics for k in row if k.startswith("curriculum"))
-    curriculum_keys = [k for k in dict.fromkeys(curriculum_keys) if _has(metrics, k)]
-    if not samples.difficulties and not curriculum_keys:
-        return "samples.jsonl has no difficulty field and metrics no curriculum columns"
-    rows = 2 if samples.difficulties and curriculum_keys else 1
-    if samples.difficulties:
-        ax = fig.add_subplot(rows, 1, 1)
-        steps = sorted(samples.difficulties)
-        names = [d for d in DIFFICULTY_ORDER if any(d in samples.difficulties[s] for s in steps)]
-        names += sorted({d for s in steps for d in samples.difficulties[s]} - set(names))
-        totals = [sum(samples.difficulties[s].values()) for s in steps]
-        shares = [
-            [samples.difficulties[s].get(d, 0) / t for s, t in zip(steps, totals, strict=True)]
-            for d in names
-        ]
-        ax.stackplot(steps, shares, labels=names, alpha=0.8)
-        ax.set(title="Curriculum: difficulty of the tasks trained on", ylabel="share of samples")
-        ax.set_ylim(0, 1)
-        ax.legend(loc="upper left", fontsize="small")
-    if curriculum_keys:
-        ax = fig.add_subplot(rows, 1, rows)
-        for key in curriculum_keys:
-            ax.plot(*series(metrics, key), marker=".", label=key)
-        ax.set(title="Curriculum state", xlabel="step")
-        ax.legend(loc="best", fontsize="small")
-    return None
-
-
-def plot_step_time(fig: Figure, metrics: list[dict], samples: SampleStats) -> str | None:
-    if not _has(metrics, "step_seconds"):
-        return "no step_seconds column"
-    ax = fig.add_subplot(1, 1, 1)
-    steps = [int(row["iteration"]) for row in metrics]
-    bottom = [0.0] * len(steps)
-    for key in TIME_PARTS:
-        if not _has(metrics, key):
-            continue
-        values = [0.0 if math.isnan(v := _num(row.get(key))) else v for row in metrics]
-        ax.bar(steps, values, bottom=bottom, label=key.removesuffix("_seconds"))
-        bottom = [b + v for b, v in zip(bottom, values, strict=True)]
-    # Scoring overlaps generation, so the bars may stack higher than the step took; periodic
-    # evaluation runs after the step and is not part of step_seconds.
-    ax.plot(*series(metrics, "step_seconds"), color="black", marker="o", label="step (wall clock)")
-    ax.set(title="Where each step's time went", xlabel="step", ylabel="seconds")
-    ax.legend(loc="best")
-    return None
-
-
-def plot_eval(fig: Figure, metrics: list[dict], samples: SampleStats) -> str | None:
-    keys = [
-        k
-        for k in dict.fromkeys(k for row in metrics for k in row)
-        if k.startswith("eval_") and k not in ("eval_seconds", "eval_mean_reward")
-    ]
-    keys = [k for k in keys if _has(metrics, k)]
-    if not keys:
-        return "no eval_* columns (eval.every was 0)"
-    ax = fig.add_subplot(1, 1, 1)
-    for key in keys:
-        ax.plot(*series(metrics, key), marker="o", label=key.removeprefix("eval_"))
-    ax.set(title="Held-out evaluation during training", xlabel="step", ylabel="fraction")
-    ax.set_ylim(-0.03, 1.03)
-    ax.legend(loc="best")
-    return None
-
-
-PLOTS: list[tuple[str, Callable[[Figure, list[dict], SampleStats], str | None]]] = [
-    ("reward", plot_reward),
-    ("pass_rates", plot_pass_rates),
-    ("kl", plot_kl),
-    ("teacher", plot_teacher),
-    ("curriculum", plot_curriculum),
-    ("step_time", plot_step_time),
-    ("eval", plot_eval),
-]
-
-
-def _nanmean(values: list[float]) -> float:
-    known = [v for v in values if not math.isnan(v)]
-    return sum(known) / len(known) if known else math.nan
-
-
 # ---------------------------------------------------------------------------------------------
 # Summary
 
 
 KEY_NUMBERS = (
-    "avg_reward",
-    "compile_success_rate",
-    "test_pass_rate",
-    "all_tests_pass_rate",
-    "teacher_score_mean",
-    "kl",
+    "reward/mean",
+    "rust/compile_rate",
+    "rust/test_pass_rate",
+    "rust/all_tests_pass_rate",
+    "teacher/score_mean",
+    "kl/mean",
 )
 
 
@@ -356,12 +164,12 @@ def summary_markdown(
     )
     lines += ["", "## Key numbers", "", "| metric | first | last | best (step) | mean |"]
     lines.append("| --- | --- | --- | --- | --- |")
-    eval_keys = [k for k in dict.fromkeys(k for r in metrics for k in r) if k.startswith("eval_")]
-    for key in [*KEY_NUMBERS, *(k for k in eval_keys if k != "eval_seconds")]:
+    eval_keys = [k for k in dict.fromkeys(k for r in metrics for k in r) if k.startswith("eval/")]
+    for key in [*KEY_NUMBERS, *eval_keys]:
         at, values = series(metrics, key)
         if not values:
             continue
-        best = min if key == "kl" else max  # for KL, lower is the notable extreme
+        best = min if key == "kl/mean" else max  # for KL, lower is the notable extreme
         b = best(range(len(values)), key=values.__getitem__)
         lines.append(
             f"| {key} | {values[0]:.4g} | {values[-1]:.4g} | {values[b]:.4g} ({at[b]}) | "
@@ -399,10 +207,10 @@ def _config_line(run_dir: Path) -> str:
 
 
 def _time_line(metrics: list[dict]) -> str:
-    total = sum(series(metrics, "step_seconds")[1])
+    total = sum(series(metrics, "perf/step_seconds")[1])
     n = len(metrics)
     parts = ", ".join(
-        f"{key.removesuffix('_seconds')} {sum(v) / len(v):.2f} s"
+        f"{time_label(key)} {sum(v) / len(v):.2f} s"
         for key in TIME_PARTS
         if (v := series(metrics, key)[1])
     )

@@ -176,6 +176,7 @@ def trim_logs(run_dir: Path, step: int) -> dict[str, int]:
     A line cut short by a kill (no valid JSON) is dropped too.
     """
     dropped = {}
+    # `iteration` is not namespaced (metrics.metric_name): the same key in old and new rows.
     for name, key in (("metrics.jsonl", "iteration"), ("samples.jsonl", "step")):
         path = run_dir / name
         if path.exists():

@@ -69,6 +69,13 @@ def sample_success(scored: Scored, config: CurriculumConfig) -> bool | None:
     return scored.compiles
 
 
+def group_outcomes(
+    groups: Sequence[Sequence[Scored]], config: CurriculumConfig
+) -> list[tuple[str, list[bool | None]]]:
+    """What `CurriculumSampler.update` takes: each group's task id and its samples' success."""
+    return [(g[0].sample.task.id, [sample_success(s, config) for s in g]) for g in groups]
+
+
 def _match(step: list[_Draw], task_id: str, tasks: list[Task]) -> _Draw:
     for draw in step:
         if not draw.matched and tasks[draw.index].id == task_id:

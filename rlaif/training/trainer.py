@@ -28,6 +28,10 @@ for the sampler (see `algo.truncated_is_weights`). When the update is a single o
 forward pass, so those log-probs are the gradient pass's, detached: no extra forward pass is
 spent on them, which matters with `pipeline.max_staleness: 1`, where every update has stale
 samples.
+
+Long: one update, read in order (anchors, minibatches, micro-batches, the loss, the optimizer
+step) with the two records it carries (`Anchors`, `TokenStats`) and the one-line description of
+its objective; split further, following one update would mean following it across files.
 """
 
 from __future__ import annotations
@@ -36,14 +40,17 @@ import contextlib
 import copy
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import broadcast_object_list, gather_object
 
-from rlaif.config import Config, ConfigError, TrainerConfig
+from rlaif.config import Config, TrainerConfig
+from rlaif.student.lora import apply_lora
 from rlaif.student.precision import autocast_context, pick_autocast
 from rlaif.training.algo import (
+    LossParts,
     clipped_policy_loss,
     lr_factor,
     token_logprobs,
@@ -54,13 +61,77 @@ from rlaif.training.kl_control import make_kl_controller
 from rlaif.types import Sample
 
 
-def make_accelerator(device: torch.device) -> Accelerator:
-    """One Accelerator per process. `cpu=True` keeps it off a GPU the user did not ask for; under
-    `accelerate launch` the process's own device (cuda:<local rank>, or cpu) comes from the
-    launcher. Mixed precision is ours (the trainer's autocast), not Accelerate's: Accelerate's
-    would wrap the model's forward, and generation through that wrapper would recast every
-    weight at every decoded token."""
-    return Accelerator(cpu=device.type == "cpu", mixed_precision="no")
+@dataclass(frozen=True)
+class Anchors:
+    """What each sample's ratio pi / pi_old is taken against in one update, and the truncated
+    importance weights that correct for the sampler's policy. `source` is one of:
+
+    - "sampler": the log-probs recorded when the sample was drawn (every sample fresh, or
+      `is_cap` 0); no weights.
+    - "pre_update": the trainer's log-probs before this update, computed up front; `logprobs`
+      and `is_weights` hold them, per sample ([c] each).
+    - "gradient_pass": the update's own gradient pass, detached: a single-step update starts
+      from the weights of that pass, so no extra forward pass is spent. Weights are computed in
+      the pass, from the same log-probs.
+    """
+
+    source: Literal["sampler", "pre_update", "gradient_pass"]
+    logprobs: list[torch.Tensor] | None = None
+    is_weights: list[torch.Tensor] | None = None
+
+
+@dataclass
+class TokenStats:
+    """An update's per-token statistics: sums over tokens (so micro-batches, minibatches and
+    processes add up) and maxima. The update's metrics row divides the sums by `tokens`."""
+
+    pg: float = 0.0  # the policy-gradient term
+    kl: float = 0.0  # the KL estimate
+    clipped: float = 0.0  # tokens whose ratio was clipped while the clip was active
+    ratio: float = 0.0  # the ratio pi / pi_old
+    is_weight: float = 0.0  # the truncated importance weight (1 where there is none)
+    entropy: float = 0.0  # the policy's entropy
+    tokens: float = 0.0  # real completion tokens
+    kl_max: float = -math.inf
+    ratio_max: float = -math.inf
+    is_weight_max: float = -math.inf
+
+    SUMS = ("pg", "kl", "clipped", "ratio", "is_weight", "entropy", "tokens")
+    MAXES = ("kl_max", "ratio_max", "is_weight_max")
+
+    @classmethod
+    def of(cls, parts: LossParts, is_weights: torch.Tensor | None, real: torch.Tensor):
+        """One micro-batch's statistics; `real` marks its real (not padding) tokens."""
+        tokens = parts.tokens.item()
+        return cls(
+            pg=parts.pg_sum.item(),
+            kl=parts.kl_sum.item(),
+            clipped=parts.clipped.item(),
+            ratio=parts.ratio_sum.item(),
+            # Without weights every real token weighs 1.
+            is_weight=is_weights[real].sum().item() if is_weights is not None else tokens,
+            entropy=parts.entropy_sum.item(),
+            tokens=tokens,
+            kl_max=parts.kl_max.item(),
+            ratio_max=parts.ratio_max.item(),
+            is_weight_max=is_weights[real].max().item() if is_weights is not None else 1.0,
+        )
+
+    def add(self, other: TokenStats) -> None:
+        for name in self.SUMS:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        for name in self.MAXES:
+            setattr(self, name, _max(getattr(self, name), getattr(other, name)))
+
+    def across_processes(self, acc: Accelerator) -> TokenStats:
+        """Sums summed and maxima maxed over every process (each holds its own samples')."""
+        sums = torch.tensor([getattr(self, n) for n in self.SUMS], dtype=torch.float64)
+        maxes = torch.tensor([getattr(self, n) for n in self.MAXES], dtype=torch.float64)
+        sums = acc.reduce(sums.to(acc.device), reduction="sum").cpu()
+        maxes = acc.gather(maxes.to(acc.device).unsqueeze(0)).max(dim=0).values.cpu()
+        values = dict(zip(self.SUMS, sums.tolist(), strict=True))
+        values.update(zip(self.MAXES, maxes.tolist(), strict=True))
+        return TokenStats(**values)
 
 
 class Trainer:
@@ -135,10 +206,8 @@ class Trainer:
         if len(samples) < t.minibatches:
             raise ValueError(f"{len(samples)} samples cannot fill {t.minibatches} minibatches")
         beta = self.kl.value
-        anchored = self._anchors(samples)  # None: stale samples, anchored on the gradient pass
-        anchors, is_weights = anchored if anchored is not None else (None, None)
-        sums = torch.zeros(7, dtype=torch.float64)  # pg, kl, clipped, ratio, is_w, entropy, tokens
-        maxes = torch.full((3,), -math.inf, dtype=torch.float64)  # kl, ratio, is_w
+        anchors = self._anchors(samples)
+        total = TokenStats()
         grad_norms = []
         lr = self.scheduler.get_last_lr()[0]
         order = torch.Generator().manual_seed(self.config.run.seed * 7919 + self.version)
@@ -149,58 +218,53 @@ class Trainer:
                 perm = torch.randperm(len(samples), generator=order).tolist()
             for part in range(t.minibatches):
                 rows = perm[part :: t.minibatches]
-                s, m = self._accumulate(
-                    samples, advantages, anchors, is_weights, rows, beta, before_micro_batch
+                total.add(
+                    self._accumulate(samples, advantages, anchors, rows, beta, before_micro_batch)
                 )
-                sums += s
-                maxes = torch.maximum(maxes, m)
                 grad_norms.append(self._clip_gradients())
                 lr = self.scheduler.get_last_lr()[0]  # the rate this optimizer step uses
                 self.optimizer.step()
                 self.scheduler.step()
                 self.optimizer.zero_grad(set_to_none=True)
         self.version += 1
-        sums = acc.reduce(sums.to(acc.device), reduction="sum").cpu()
-        maxes = acc.gather(maxes.to(acc.device).unsqueeze(0)).max(dim=0).values.cpu()
-        pg, kl_sum, clipped, ratio, is_w, entropy, tokens = sums.tolist()
-        kl = kl_sum / tokens
+        total = total.across_processes(acc)
+        kl = total.kl / total.tokens
         self.kl.update(kl)
         return {
-            "policy_loss": pg / tokens,
+            "policy_loss": total.pg / total.tokens,
             "kl": kl,
-            "kl_max": maxes[0].item(),
+            "kl_max": total.kl_max,
             "kl_coef": beta,
-            "loss": (pg + beta * kl_sum) / tokens,
+            "loss": (total.pg + beta * total.kl) / total.tokens,
             "grad_norm": sum(grad_norms) / len(grad_norms),
             "lr": lr,
-            "clip_frac": clipped / tokens,
-            "ratio_mean": ratio / tokens,
-            "ratio_max": maxes[1].item(),
-            "is_weight_mean": is_w / tokens,
-            "is_weight_max": maxes[2].item(),
-            "entropy": entropy / tokens,
-            "completion_tokens": tokens / t.epochs,  # per pass
+            "clip_frac": total.clipped / total.tokens,
+            "ratio_mean": total.ratio / total.tokens,
+            "ratio_max": total.ratio_max,
+            "is_weight_mean": total.is_weight / total.tokens,
+            "is_weight_max": total.is_weight_max,
+            "entropy": total.entropy / total.tokens,
+            "completion_tokens": total.tokens / t.epochs,  # per pass
             # 1: the ratio was anchored on the gradient pass itself (ratio 1, no clip can act:
             # REINFORCE + baseline + truncated IS + KL); 0: on the sampler's or pre-update
             # log-probs, where clip_eps_* can act (`update_objective`).
-            "self_anchored": float(anchored is None),
+            "self_anchored": float(anchors.source == "gradient_pass"),
         }
 
-    def _anchors(self, samples: list[Sample]) -> tuple[list[torch.Tensor], list | None] | None:
-        """Per sample: the log-probs the ratio is taken against, and the truncated IS weights.
+    def _anchors(self, samples: list[Sample]) -> Anchors:
+        """Per sample: what the ratio is taken against, and the truncated IS weights.
 
         Fresh samples (made by the current weights) anchor on the sampler's log-probs. When any
         sample on any process is stale and `is_cap > 0`, every sample anchors on the trainer's
-        log-probs before this update, weighted by min(exp(trainer - sampler), is_cap); None
-        when the update's own gradient pass yields those (`_self_anchored`).
+        log-probs before this update, weighted by min(exp(trainer - sampler), is_cap): computed
+        here, or in the update's own gradient pass when that pass yields them (`single_step`).
         """
         acc, cap = self.accelerator, self.config.trainer.is_cap
-        sampler = [torch.tensor(s.logprobs) for s in samples]
         stale = torch.tensor([float(any(s.policy_version < self.version for s in samples))])
         if cap <= 0 or acc.reduce(stale.to(acc.device), reduction="sum").item() == 0:
-            return sampler, None
-        if self._self_anchored():
-            return None
+            return Anchors("sampler")
+        if single_step(self.config.trainer):
+            return Anchors("gradient_pass")
         anchors, weights = [], []
         size = self.config.trainer.micro_batch_size
         with torch.no_grad():
@@ -211,94 +275,108 @@ class Trainer:
                 for i, s in enumerate(chunk):
                     old = logp[i, : len(s.completion_ids)].float().cpu()  # [c]
                     anchors.append(old)
-                    weights.append(truncated_is_weights(old, sampler[start + i], cap))
-        return anchors, weights
-
-    def _self_anchored(self) -> bool:
-        return single_step(self.config.trainer)
+                    weights.append(truncated_is_weights(old, torch.tensor(s.logprobs), cap))
+        return Anchors("pre_update", anchors, weights)
 
     def _accumulate(
-        self, samples, advantages, anchors, is_weights, rows, beta, before_micro_batch=None
-    ):
-        """Forward and backward over one minibatch (`rows`), micro-batch by micro-batch."""
+        self,
+        samples: list[Sample],
+        advantages: list[float],
+        anchors: Anchors,
+        rows: list[int],
+        beta: float,
+        before_micro_batch: Callable[[], None] | None = None,
+    ) -> TokenStats:
+        """Forward and backward over one minibatch (`rows`), micro-batch by micro-batch; the
+        gradients accumulate and are all-reduced once, after the last micro-batch."""
         t, acc = self.config.trainer, self.accelerator
         local = torch.tensor(
             [len(rows), sum(len(samples[r].completion_ids) for r in rows)], dtype=torch.float64
         )
         seqs, tokens = acc.reduce(local.to(acc.device), reduction="sum").tolist()
-        sums = torch.zeros(7, dtype=torch.float64)
-        maxes = torch.full((3,), -math.inf, dtype=torch.float64)
+        stats = TokenStats()
         size = t.micro_batch_size
         starts = list(range(0, len(rows), size))
         for k, start in enumerate(starts):
             if before_micro_batch is not None:
                 before_micro_batch()
             idx = rows[start : start + size]
-            chunk = [samples[r] for r in idx]
-            chunk_anchors = None if anchors is None else [anchors[r] for r in idx]
-            batch = _pad_batch(chunk, acc.device, chunk_anchors)  # None: the sampler's
-            lengths = torch.tensor([len(s.completion_ids) for s in chunk], device=acc.device)
-            weights = token_weights(
-                lengths,
-                batch["targets"].shape[1],
-                t.loss_aggregation,
-                batch_tokens=int(tokens),
-                batch_sequences=int(seqs),
-                constant=self.config.student.max_new_tokens,
-            )  # [n, C]
-            weights = weights * acc.num_processes  # DDP averages gradients over processes
-            isw = None
-            if is_weights is not None:
-                isw = _pad_rows([is_weights[r] for r in idx], batch["targets"].shape[1], 1.0)
-                isw = isw.to(acc.device)  # [n, C]
-            sync = k == len(starts) - 1  # all-reduce gradients once, after the last micro-batch
+            sync = k == len(starts) - 1
             with contextlib.nullcontext() if sync else acc.no_sync(self.model):
-                self.model.train(self.lora and t.lora_dropout > 0)  # LoRA dropout only
-                logp, ent = self._completion_logprobs(
-                    self.model, batch, entropy=True, grad_entropy=t.entropy_coef > 0
-                )  # [n, C] each
-                self.model.eval()
-                with torch.no_grad():
-                    ref_logp = self._reference_logprobs(batch)  # [n, C]
-                if anchors is None:  # self-anchored; batch["old_logp"] holds the sampler's
-                    old = logp.detach()
-                    isw = truncated_is_weights(old.float(), batch["old_logp"], t.is_cap)
-                    batch["old_logp"] = old
-                parts = clipped_policy_loss(
-                    logp,
-                    batch["old_logp"],
-                    ref_logp,
-                    torch.tensor([advantages[r] for r in idx], device=acc.device),
-                    weights,
-                    eps_low=t.clip_eps_low,
-                    eps_high=t.clip_eps_high,
-                    kl_coef=beta,
-                    estimator=self.config.kl.estimator,
-                    is_weights=isw,
-                    entropy=ent,
-                    entropy_coef=t.entropy_coef,
+                stats.add(
+                    self._micro_batch(
+                        [samples[r] for r in idx],
+                        [advantages[r] for r in idx],
+                        anchors,
+                        idx,
+                        beta,
+                        batch_tokens=int(tokens),
+                        batch_sequences=int(seqs),
+                    )
                 )
-                acc.backward(parts.loss)
-            real = weights > 0
-            is_sum = isw[real].sum().item() if isw is not None else parts.tokens.item()
-            is_max = isw[real].max().item() if isw is not None else 1.0
-            sums += torch.tensor(
-                [
-                    parts.pg_sum.item(),
-                    parts.kl_sum.item(),
-                    parts.clipped.item(),
-                    parts.ratio_sum.item(),
-                    is_sum,
-                    parts.entropy_sum.item(),
-                    parts.tokens.item(),
-                ],
-                dtype=torch.float64,
-            )
-            step_max = torch.tensor(
-                [parts.kl_max.item(), parts.ratio_max.item(), is_max], dtype=torch.float64
-            )
-            maxes = torch.maximum(maxes, step_max)
-        return sums, maxes
+        return stats
+
+    def _micro_batch(
+        self,
+        chunk: list[Sample],
+        advantages: list[float],
+        anchors: Anchors,
+        idx: list[int],
+        beta: float,
+        *,
+        batch_tokens: int,
+        batch_sequences: int,
+    ) -> TokenStats:
+        """One micro-batch's forward passes (policy and reference), loss and backward.
+
+        `idx` are the chunk's rows in the update's samples (for "pre_update" anchors);
+        `batch_tokens` and `batch_sequences` are the minibatch's totals over every process, which
+        the token weights are normalised by.
+        """
+        t, acc = self.config.trainer, self.accelerator
+        batch = _pad_batch(chunk, acc.device)
+        width = batch["targets"].shape[1]
+        lengths = torch.tensor([len(s.completion_ids) for s in chunk], device=acc.device)
+        weights = token_weights(
+            lengths,
+            width,
+            t.loss_aggregation,
+            batch_tokens=batch_tokens,
+            batch_sequences=batch_sequences,
+            constant=self.config.student.max_new_tokens,
+        )  # [n, C]
+        weights = weights * acc.num_processes  # DDP averages gradients over processes
+        old_logp, is_weights = batch["sampler_logp"], None  # [n, C]; "sampler" anchors
+        if anchors.source == "pre_update":
+            old_logp = _pad_rows([anchors.logprobs[r] for r in idx], width, 0.0).to(acc.device)
+            is_weights = _pad_rows([anchors.is_weights[r] for r in idx], width, 1.0)
+            is_weights = is_weights.to(acc.device)  # [n, C]
+        self.model.train(self.lora and t.lora_dropout > 0)  # LoRA dropout only
+        logp, entropy = self._completion_logprobs(
+            self.model, batch, entropy=True, grad_entropy=t.entropy_coef > 0
+        )  # [n, C] each
+        self.model.eval()
+        with torch.no_grad():
+            ref_logp = self._reference_logprobs(batch)  # [n, C]
+        if anchors.source == "gradient_pass":
+            old_logp = logp.detach()
+            is_weights = truncated_is_weights(old_logp.float(), batch["sampler_logp"], t.is_cap)
+        parts = clipped_policy_loss(
+            logp,
+            old_logp,
+            ref_logp,
+            torch.tensor(advantages, device=acc.device),
+            weights,
+            eps_low=t.clip_eps_low,
+            eps_high=t.clip_eps_high,
+            kl_coef=beta,
+            estimator=self.config.kl.estimator,
+            is_weights=is_weights,
+            entropy=entropy,
+            entropy_coef=t.entropy_coef,
+        )
+        acc.backward(parts.loss)
+        return TokenStats.of(parts, is_weights, real=weights > 0)
 
     def _reference_logprobs(self, batch: dict) -> torch.Tensor:
         if self.reference is not None:
@@ -353,7 +431,7 @@ def single_step(t: TrainerConfig) -> bool:
 
 def update_objective(config: Config) -> str:
     """What each update optimises under `config`, in one line: printed when a run starts, so
-    that a run says whether its clip can act (README, "The update").
+    that a run says whether its clip can act (docs/training.md, "The update").
 
     With the defaults (one epoch, one minibatch, no LoRA dropout) the policy-gradient term is
     REINFORCE with the group baseline as advantage: stale samples (pipeline.max_staleness 1)
@@ -395,67 +473,9 @@ def update_objective(config: Config) -> str:
     )
 
 
-def apply_lora(model: torch.nn.Module, config: Config) -> torch.nn.Module:
-    """Wrap `model` with peft LoRA adapters per `trainer.lora_*`; only they will train."""
-    t = config.trainer
-    try:
-        from peft import LoraConfig, get_peft_model
-    except ImportError:
-        raise ConfigError(
-            f"trainer.lora_r={t.lora_r}: LoRA needs peft: pip install 'rlaif[peft]' "
-            "(or set trainer.lora_r=0)"
-        ) from None
-    names = t.lora_target_modules.strip()
-    targets: str | list[str] = (
-        names if names == "all-linear" else [n.strip() for n in names.split(",") if n.strip()]
-    )
-    lora = LoraConfig(
-        r=t.lora_r,
-        lora_alpha=t.lora_alpha,
-        lora_dropout=t.lora_dropout,
-        target_modules=targets,
-        task_type="CAUSAL_LM",
-    )
-    try:
-        return get_peft_model(model, lora)
-    except ValueError as exc:  # e.g. a target module the model does not have
-        raise ConfigError(f"trainer.lora_target_modules={names!r}: {exc}") from exc
-
-
-# ---------------------------------------------------------------------------------------------
-# Several processes: each generates for its share of the tasks; these keep them in step.
-
-
-def process_share(items: list, accelerator: Accelerator) -> tuple[list, int]:
-    """This process's contiguous share of `items` and the index of its first item.
-
-    The caller passes whole tasks, so a task's group is never split across processes. Shares
-    differ by at most one item when `len(items)` is not a multiple of the process count (the
-    step's batch is a multiple, checked in the pipeline; replacement batches need not be).
-    """
-    first, end = share_bounds(len(items), accelerator.num_processes, accelerator.process_index)
-    return items[first:end], first
-
-
-def share_bounds(n: int, processes: int, index: int) -> tuple[int, int]:
-    """[first, end) of process `index`'s contiguous share of `n` items."""
-    return n * index // processes, n * (index + 1) // processes
-
-
-def gather_lists(items: list, accelerator: Accelerator) -> list:
-    """Every process's `items`, concatenated in process order, on every process."""
-    if accelerator.num_processes == 1:
-        return list(items)
-    return gather_object(list(items))
-
-
-def from_main(value, accelerator: Accelerator):
-    """The main process's `value`, on every process (e.g. the run directory's name)."""
-    if accelerator.num_processes == 1:
-        return value
-    box = [value]
-    broadcast_object_list(box, from_process=0)
-    return box[0]
+def _max(a: float, b: float) -> float:
+    """max that keeps a NaN (as torch.maximum does): a NaN statistic must not hide."""
+    return math.nan if math.isnan(a) or math.isnan(b) else max(a, b)
 
 
 def _pad_rows(rows: list[torch.Tensor], width: int, fill: float) -> torch.Tensor:
@@ -465,10 +485,9 @@ def _pad_rows(rows: list[torch.Tensor], width: int, fill: float) -> torch.Tensor
     return out
 
 
-def _pad_batch(
-    samples: list[Sample], device: torch.device, anchors: list[torch.Tensor] | None = None
-) -> dict[str, torch.Tensor]:
-    """Right-padded prompt+completion ids; completion-aligned targets, anchor log-probs, mask."""
+def _pad_batch(samples: list[Sample], device: torch.device) -> dict[str, torch.Tensor]:
+    """Right-padded prompt+completion ids and mask; completion-aligned targets and the
+    sampler's recorded log-probs (0 in the padding)."""
     n = len(samples)
     seq_len = max(len(s.prompt_ids) + len(s.completion_ids) for s in samples)
     comp_len = max(len(s.completion_ids) for s in samples)
@@ -480,13 +499,13 @@ def _pad_batch(
         input_ids[i, : len(ids)] = torch.tensor(ids)
         attention[i, : len(ids)] = 1
         targets[i, : len(s.completion_ids)] = torch.tensor(s.completion_ids)
-    if anchors is None:
-        anchors = [torch.tensor(s.logprobs) for s in samples]
     return {
         "input_ids": input_ids.to(device),
         "attention": attention.to(device),
         "prompt_len": torch.tensor([len(s.prompt_ids) for s in samples], device=device),  # [n]
         "offsets": torch.arange(comp_len, device=device).unsqueeze(0),  # [1, C]
         "targets": targets.to(device),
-        "old_logp": _pad_rows(anchors, comp_len, 0.0).to(device),  # [n, C]
+        "sampler_logp": _pad_rows([torch.tensor(s.logprobs) for s in samples], comp_len, 0.0).to(
+            device
+        ),  # [n, C]
     }

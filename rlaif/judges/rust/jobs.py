@@ -36,7 +36,6 @@ runs out of time is a failed test. Results are cached by everything that can cha
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import re
 import shutil
@@ -50,15 +49,13 @@ import anyio
 from rlaif.cache import InFlight, ResultCache, cache_key
 from rlaif.config import CacheConfig, RustConfig
 from rlaif.judges.rust import sandbox
+from rlaif.judges.rust.diagnostics import parse_diagnostics, parse_test_output
 from rlaif.judges.rust.sandbox import Limits, ProcessResult, run_sandboxed, scrubbed_env
 from rlaif.judges.rust.sandbox_levels import resolve
 from rlaif.types import RustResult
 
 HIDDEN_TESTS_MODULE = "rlaif_hidden_tests"
 CACHE_SCHEMA = "rust-v3"  # bump when the meaning of a cached RustResult changes
-_SUMMARY = re.compile(r"test result: \w+\. (\d+) passed; (\d+) failed")
-_RUNNING = re.compile(r"^running (\d+) tests?$", re.MULTILINE)
-_PASSED_LINE = re.compile(r"^test \S+ \.\.\. ok$", re.MULTILINE)
 # dead_code is allowed: the harness, not the student, decides which functions get called.
 CHECK_FLAGS = ("--emit=metadata", "--error-format=json", "-A", "dead_code")
 PARSE_FLAGS = ("-Zparse-crate-root-only",)
@@ -371,53 +368,3 @@ class _Job:
             limits=RUSTC_LIMITS,
             max_output_bytes=1024 * 1024,
         )
-
-
-@dataclass(frozen=True)
-class Diagnostic:
-    level: str  # "error" or "warning"
-    code: str | None  # "E0425", a lint name ("unused_variables", "clippy::needless_return"), None
-    message: str
-    rendered: str
-    line: int | None = None  # first line of the primary span, when it has one
-
-    @property
-    def is_clippy(self) -> bool:
-        return bool(self.code and self.code.startswith("clippy::"))
-
-
-def parse_diagnostics(stderr: str) -> list[Diagnostic]:
-    """rustc's JSON diagnostics, without the summary lines ("aborting due to ...")."""
-    found = []
-    for line in stderr.splitlines():
-        if not line.startswith("{"):
-            continue
-        try:
-            item = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        level, message = item.get("level"), item.get("message", "")
-        if level not in ("error", "warning"):
-            continue  # notes, help and "failure-note" lines
-        if item.get("code") is None and _is_summary(message):
-            continue
-        code = (item.get("code") or {}).get("code")
-        primary = [s for s in item.get("spans") or [] if s.get("is_primary")]
-        line = primary[0].get("line_start") if primary else None
-        found.append(Diagnostic(level, code, message, item.get("rendered") or message, line))
-    return found
-
-
-def _is_summary(message: str) -> bool:
-    return message.startswith("aborting due to") or bool(
-        re.fullmatch(r"\d+ warnings? emitted", message)
-    )
-
-
-def parse_test_output(stdout: str, expected_total: int) -> tuple[int, int]:
-    """(tests run, tests passed) from libtest's plain output, even when it was cut short."""
-    running = _RUNNING.search(stdout)
-    total = int(running.group(1)) if running else expected_total
-    summary = _SUMMARY.search(stdout)
-    passed = int(summary.group(1)) if summary else len(_PASSED_LINE.findall(stdout))
-    return total, passed

@@ -161,28 +161,82 @@ async def run_sandboxed(
     level can (`Level.network_cut`); the posix level cannot, and says so when it is chosen."""
     cwd = cwd or job.workdir
     if job.level == "namespaces":
-        assert job.uid is not None and job.fstab is not None
-        command = list(argv)
-        if limits is not None:  # a uid of its own starts from zero processes: no base to add
-            command = jail.limit_args(limits) + command
-        command = jail.jail_command(command, job.fstab, job.uid, cwd, no_network)
-        jail.ready(job.fstab, reset=True)
-        result = await _run(command, cwd, env, timeout_s, max_output_bytes, ())
-        if result.timed_out or result.output_capped:
-            await jail.reap_uid(job.uid)
-        if not jail.ready(job.fstab):
-            # Not the code's failure: the sample must be left out (NaN), not scored as bad code.
-            raise RuntimeError(
-                f"the jail could not be set up (exit {result.returncode}): {result.stderr[-500:]}"
-            )
-        if result.returncode is not None and result.returncode > 128:
-            # The jail's shell reports "killed by N" as 128 + N.
-            result = dataclasses.replace(result, returncode=128 - result.returncode)
-        return result
+        return await _run_in_jail(
+            argv,
+            job,
+            limits,
+            no_network,
+            cwd=cwd,
+            env=env,
+            timeout_s=timeout_s,
+            max_output_bytes=max_output_bytes,
+        )
+    return await _run_limited(
+        argv,
+        job,
+        limits or Limits(),
+        cwd=cwd,
+        env=env,
+        timeout_s=timeout_s,
+        max_output_bytes=max_output_bytes,
+    )
 
+
+async def _run_in_jail(
+    argv: list[str],
+    job: Job,
+    limits: Limits | None,
+    no_network: bool,
+    *,
+    cwd: str,
+    env: dict[str, str],
+    timeout_s: float,
+    max_output_bytes: int,
+) -> ProcessResult:
+    """The namespaces level: `argv` (behind `prlimit` when there are `limits`) in a jail of its
+    own (jail.py).
+
+    The jail's shell leaves a mark once its mounts are set up (`jail.ready`), so an exit without
+    the mark is the harness's failure (RuntimeError); a kill the shell reports as 128 + N is
+    turned back into -N, as a process killed outside a jail reports it."""
+    assert job.uid is not None and job.fstab is not None
+    command = list(argv)
+    if limits is not None:  # a uid of its own starts from zero processes: no base to add
+        command = jail.limit_args(limits) + command
+    command = jail.jail_command(command, job.fstab, job.uid, cwd, no_network)
+    jail.ready(job.fstab, reset=True)
+    result = await _run(command, cwd, env, timeout_s, max_output_bytes, ())
+    if result.timed_out or result.output_capped:
+        await jail.reap_uid(job.uid)
+    if not jail.ready(job.fstab):
+        # Not the code's failure: the sample must be left out (NaN), not scored as bad code.
+        raise RuntimeError(
+            f"the jail could not be set up (exit {result.returncode}): {result.stderr[-500:]}"
+        )
+    if result.returncode is not None and result.returncode > 128:
+        # The jail's shell reports "killed by N" as 128 + N.
+        result = dataclasses.replace(result, returncode=128 - result.returncode)
+    return result
+
+
+async def _run_limited(
+    argv: list[str],
+    job: Job,
+    limits: Limits,
+    *,
+    cwd: str,
+    env: dict[str, str],
+    timeout_s: float,
+    max_output_bytes: int,
+) -> ProcessResult:
+    """The posix and seatbelt levels: `argv` behind limited_exec.py (`_limited_command`).
+
+    limited_exec.py writes one byte to a pipe once the limits are set, just before it execs
+    `argv`; without that byte a limit could not be set or the child did not start at all,
+    which is the harness's failure (RuntimeError), not the code's."""
     read_end, write_end = os.pipe()
     try:
-        command = await _limited_command(argv, job, limits or Limits(), write_end)
+        command = await _limited_command(argv, job, limits, write_end)
         result = await _run(command, cwd, env, timeout_s, max_output_bytes, (write_end,))
         os.close(write_end)
         write_end = -1

@@ -27,13 +27,18 @@ Definitions, each chosen to be exact on crafted snippets (tests/test_rust_ast.py
   (`fn sides(&self) -> u32 { 4 }` for a square): `self` is not counted among its parameters.
   Not covered: a body that reads its input and throws it away (`x * 0`), which rustc does not
   flag either.
+
+Long: the metrics and the placeholder test (`is_placeholder` and its helpers, from `_is_discard`
+to `_format_args`) share one parser, one walk (`_walk`) and one vocabulary of node kinds, and
+`rust_metrics` runs `is_placeholder` on every function it finds: split in two, each module
+would import from the other.
 """
 
 from __future__ import annotations
 
 import functools
 from collections.abc import Collection, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import tree_sitter
 import tree_sitter_rust
@@ -63,6 +68,19 @@ DESTRUCTURING = frozenset(
     {"tuple_pattern", "struct_pattern", "tuple_struct_pattern", "slice_pattern"}
 )
 COMMENTS = frozenset({"line_comment", "block_comment"})
+# Node kinds whose metric is just how many there are.
+_COUNTED = (
+    "function_item",
+    "struct_item",
+    "enum_item",
+    "trait_item",
+    "impl_item",
+    "try_expression",
+    "match_expression",
+    "closure_expression",
+    "generic_function",
+    "unsafe",
+)
 # Subtrees where a parameter's name cannot be read: a path names an item, never a local.
 _NOT_READS = frozenset({"function_item", "scoped_identifier", "scoped_type_identifier"})
 # What a discarded value may be made of to count as no work: names, borrows of them, tuples.
@@ -121,93 +139,101 @@ def rust_metrics(code: str) -> AstMetrics:
     """Every metric of `code`; never raises on bad code."""
     tree = _parser().parse(code.encode("utf-8"))
     root = tree.root_node
-    counts: dict[str, int] = dict.fromkeys(
-        (
-            "function_item",
-            "struct_item",
-            "enum_item",
-            "trait_item",
-            "impl_item",
-            "try_expression",
-            "match_expression",
-            "closure_expression",
-            "generic_function",
-            "unsafe",
+    t = _tally(root)
+    return AstMetrics(
+        has_errors=root.has_error,
+        functions=t.kinds["function_item"],
+        structs=t.kinds["struct_item"],
+        enums=t.kinds["enum_item"],
+        traits=t.kinds["trait_item"],
+        impls=t.kinds["impl_item"],
+        result_types=t.types["Result"],
+        option_types=t.types["Option"],
+        question_marks=t.kinds["try_expression"],
+        documented_items=t.documented,
+        documentable_items=t.documentable,
+        unwrap_calls=t.unwraps,
+        panic_macros=t.panic_macros,
+        unsafe_uses=t.kinds["unsafe"],
+        iterator_calls=t.iterator_calls,
+        matches=t.kinds["match_expression"],
+        destructurings=t.destructurings,
+        closures=t.kinds["closure_expression"],
+        method_chains=t.chains,
+        turbofish=t.kinds["generic_function"],
+        complexity=max((_cyclomatic(f) for f in t.functions), default=1),
+        nesting_depth=_nesting(root),
+        lines_of_code=len(t.code_lines),
+        fn_names=tuple(_text(f.child_by_field_name("name")) or "" for f in t.functions),
+        placeholder_fns=tuple(
+            _text(f.child_by_field_name("name")) or ""
+            for f in t.functions
+            if is_placeholder(f, trait_method=f.start_byte in t.trait_methods)
         ),
-        0,
     )
-    types = {"Result": 0, "Option": 0}
-    unwraps = panic_macros = iterator_calls = destructurings = chains = 0
-    documented = documentable = 0
-    code_lines: set[int] = set()
-    functions = []
-    trait_methods: set[int] = set()  # start bytes of the functions of `impl Trait for T` blocks
+
+
+@dataclass(slots=True)
+class _Tally:
+    """What the one walk over the tree gathers (`_tally`): counts, the lines that hold code, and
+    the functions themselves, which `rust_metrics` then measures one by one (complexity,
+    placeholder bodies). Mutable while the walk adds to it, unlike the `AstMetrics` made from it."""
+
+    kinds: dict[str, int] = field(default_factory=lambda: dict.fromkeys(_COUNTED, 0))
+    types: dict[str, int] = field(default_factory=lambda: {"Result": 0, "Option": 0})
+    unwraps: int = 0
+    panic_macros: int = 0
+    iterator_calls: int = 0
+    destructurings: int = 0
+    chains: int = 0
+    documented: int = 0
+    documentable: int = 0
+    code_lines: set[int] = field(default_factory=set)
+    functions: list[tree_sitter.Node] = field(default_factory=list)
+    trait_methods: set[int] = field(default_factory=set)  # start bytes of `impl Trait for T` fns
+
+
+def _tally(root: tree_sitter.Node) -> _Tally:
+    """Walk the tree once and count each node under every metric it belongs to: most metrics
+    are counts of node kinds, type names and method calls, so one pass serves them all. What
+    needs a whole function (complexity, a placeholder body) is left to `rust_metrics`."""
+    t = _Tally()
     # Comment subtrees are not descended into: nothing counted lives there, and a leaf inside a
     # comment is no line of code.
     for node in _walk(root, prune=COMMENTS):
         kind = node.type
-        if kind in counts:
-            counts[kind] += 1
+        if kind in t.kinds:
+            t.kinds[kind] += 1
         if kind == "function_item":
-            functions.append(node)
+            t.functions.append(node)
         elif kind == "impl_item" and node.child_by_field_name("trait") is not None:
             body = node.child_by_field_name("body")
             items = body.children if body is not None else []
-            trait_methods.update(c.start_byte for c in items if c.type == "function_item")
+            t.trait_methods.update(c.start_byte for c in items if c.type == "function_item")
         if kind in COMMENTS:
             continue
         if node.child_count == 0 and node.end_byte > node.start_byte:
-            code_lines.update(range(node.start_point[0], node.end_point[0] + 1))
+            t.code_lines.update(range(node.start_point[0], node.end_point[0] + 1))
         if kind == "type_identifier" and node.text is not None:
             name = node.text.decode()
-            if name in types:
-                types[name] += 1
+            if name in t.types:
+                t.types[name] += 1
         elif kind in DESTRUCTURING:
-            destructurings += 1
+            t.destructurings += 1
         elif kind == "macro_invocation":
             if _text(node.child_by_field_name("macro")) in PANIC_MACROS:
-                panic_macros += 1
+                t.panic_macros += 1
         elif kind == "token_tree":
-            unwraps += _unwraps_in_tokens(node)
+            t.unwraps += _unwraps_in_tokens(node)
         elif kind in DOCUMENTABLE:
-            documentable += 1
-            documented += _has_doc_comment(node)
+            t.documentable += 1
+            t.documented += _has_doc_comment(node)
         method = _method_name(node)
         if method is not None:
-            unwraps += method in PANIC_METHODS
-            iterator_calls += method in ITERATOR_METHODS
-            chains += _is_chain_top(node)
-    return AstMetrics(
-        has_errors=root.has_error,
-        functions=counts["function_item"],
-        structs=counts["struct_item"],
-        enums=counts["enum_item"],
-        traits=counts["trait_item"],
-        impls=counts["impl_item"],
-        result_types=types["Result"],
-        option_types=types["Option"],
-        question_marks=counts["try_expression"],
-        documented_items=documented,
-        documentable_items=documentable,
-        unwrap_calls=unwraps,
-        panic_macros=panic_macros,
-        unsafe_uses=counts["unsafe"],
-        iterator_calls=iterator_calls,
-        matches=counts["match_expression"],
-        destructurings=destructurings,
-        closures=counts["closure_expression"],
-        method_chains=chains,
-        turbofish=counts["generic_function"],
-        complexity=max((_cyclomatic(f) for f in functions), default=1),
-        nesting_depth=_nesting(root),
-        lines_of_code=len(code_lines),
-        fn_names=tuple(_text(f.child_by_field_name("name")) or "" for f in functions),
-        placeholder_fns=tuple(
-            _text(f.child_by_field_name("name")) or ""
-            for f in functions
-            if is_placeholder(f, trait_method=f.start_byte in trait_methods)
-        ),
-    )
+            t.unwraps += method in PANIC_METHODS
+            t.iterator_calls += method in ITERATOR_METHODS
+            t.chains += _is_chain_top(node)
+    return t
 
 
 def placeholder_answer(m: AstMetrics, declared: Collection[str]) -> bool:

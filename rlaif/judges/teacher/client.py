@@ -2,7 +2,8 @@
 
 This module is the policy around each request; the wire (the SDK backends behind one Protocol,
 and what their errors mean) lives in `providers`, what the teacher is asked and how its reply is
-read in `rubric`, the token buckets in `ratelimit`, the budget in `spend`.
+read in `rubric`, the token buckets in `ratelimit`, the budget in `spend`, the counts in `stats`,
+and the making of a teacher from the config (`make_teacher`) in `setup`.
 
 One call to `Teacher.judge`, in order:
 1. no code -> abstain; a cached verdict for the same provider, model, rubric version, task, code
@@ -19,7 +20,7 @@ One call to `Teacher.judge`, in order:
    retries stop, and backoffs and rate-limit waits in progress are cut short), then one probe
    tells whether it is back;
 5. a verdict that cannot be had is an abstention: a NaN score with its reason ("kind: detail",
-   kinds in ABSTAIN_KINDS), never a made-up 0 or 0.5. Abstentions are not cached.
+   kinds in `stats.ABSTAIN_KINDS`), never a made-up 0 or 0.5. Abstentions are not cached.
 
 The API key is handed to the SDK client and nowhere else: it is not logged, stored in the
 config, written with the samples, or passed to the rustc sandbox (whose environment is built
@@ -28,37 +29,24 @@ from scratch, `sandbox.scrubbed_env`).
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
-import os
-import statistics
-from collections import Counter
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-import anthropic
 import anyio
-import openai
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt
 from tenacity.wait import wait_random_exponential
 
-from rlaif import strict_json
 from rlaif.cache import InFlight, ResultCache, cache_key
-from rlaif.config import CacheConfig, ConfigError, TeacherConfig, rubric_weights
-from rlaif.judges.rust.jobs import cpu_count
+from rlaif.config import TeacherConfig, rubric_weights
 from rlaif.judges.teacher.breaker import CircuitBreaker
-from rlaif.judges.teacher.local_server import LocalServer, ServerSpec, resolve_gguf
 from rlaif.judges.teacher.providers import (
     API_ERRORS,
     STATUS_ERRORS,
-    AnthropicBackend,
     ChatBackend,
     Completion,
     DeadlineExceeded,
-    OpenAIBackend,
     error_kind,
     retry_after_s,
     retryable,
@@ -72,31 +60,12 @@ from rlaif.judges.teacher.rubric import (
     grading_request,
     read_verdict,
     score_verdict,
-    verdict_schema,
 )
 from rlaif.judges.teacher.spend import Budget, price_of
+from rlaif.judges.teacher.stats import TeacherStats
 from rlaif.types import Judgement, RustResult, Task
 
 log = logging.getLogger("rlaif.judges.teacher.client")
-
-# Why a sample has no verdict; an abstention's reason starts with its kind and a colon.
-ABSTAIN_KINDS = (
-    "no_code",
-    "budget",
-    "timeout",
-    "rate_limited",
-    "server_error",
-    "connection",
-    "unavailable",
-    "api_error",
-    "bad_response",
-    "unparsable",
-    "off-rubric",
-)
-
-
-class TeacherUnavailable(RuntimeError):
-    """The teacher is required but cannot be used (no key): raised before any model loads."""
 
 
 class TeacherBudgetExhausted(RuntimeError):
@@ -115,23 +84,6 @@ def estimate_tokens(text: str) -> int:
     """A request's input tokens, before sending: ~3.5 characters a token for code and English
     (an over-estimate rather than under; the reported usage corrects the rate limiter later)."""
     return math.ceil(len(text) / 3.5)
-
-
-@dataclass
-class TeacherStats:
-    """Cumulative counts for `Teacher.metrics`."""
-
-    requests: int = 0  # HTTP requests sent, retries included
-    verdicts: int = 0
-    cache_hits: int = 0
-    cache_misses: int = 0
-    retries: int = 0
-    rate_limited: int = 0  # 429 answers
-    server_errors: int = 0  # 5xx answers
-    tokens_in: int = 0
-    tokens_out: int = 0
-    abstained: Counter = field(default_factory=Counter)  # kind -> count
-    latencies: list[float] = field(default_factory=list)  # seconds per successful request
 
 
 class Teacher:
@@ -259,7 +211,10 @@ class Teacher:
 
     async def _attempt(self, user: str) -> Completion:
         """One request: breaker, budget, concurrency slot, rate limit, deadline; usage booked
-        after. A request that is never sent gives its budget and rate-limit shares back."""
+        after. A request that is never sent gives its budget and rate-limit shares back.
+
+        The accounting is here (the budget reserved, then settled or given back; the counts);
+        getting the request through the gates is `_take_turn`'s, sending it `_send`'s."""
         if self.breaker.refusing():
             raise _CircuitOpen
         estimate = estimate_tokens(SYSTEM_PROMPT) + estimate_tokens(user)
@@ -272,32 +227,11 @@ class Teacher:
         sent = False
         try:
             async with self.limiter:
-                # The circuit may open while this one queues: then it is not sent. (A rate-limit
-                # slot cut short is given back by `acquire`.)
-                if not await self._unless_open(self.rate.acquire, tokens):
-                    raise _CircuitOpen
-                probe = self.breaker.state == "half-open"
-                if not self.breaker.allow():
-                    self.rate.cancel(tokens)
-                    raise _CircuitOpen
+                probe = await self._take_turn(tokens)
                 sent = True
                 self.stats.requests += 1
                 started = self.clock.now()
-                try:
-                    with anyio.fail_after(self.deadline_s):
-                        completion = await self.backend.complete(SYSTEM_PROMPT, user)
-                except TimeoutError as exc:
-                    late = DeadlineExceeded(f"no answer within {self.deadline_s:g} s")
-                    self._record(late)
-                    raise late from exc
-                except API_ERRORS as exc:
-                    self._record(exc)
-                    raise
-                except BaseException:  # cancelled: the server was not heard from either way
-                    if probe:
-                        self.breaker.abandon()
-                    raise
-                self._record(None)
+                completion = await self._send(user, probe)
         except STATUS_ERRORS as exc:
             self.stats.rate_limited += exc.status_code == 429
             self.stats.server_errors += exc.status_code >= 500
@@ -313,6 +247,41 @@ class Teacher:
         reported = completion.input_tokens + completion.output_tokens
         if reported:
             self.rate.correct(tokens, reported)
+        return completion
+
+    async def _take_turn(self, tokens: int) -> bool:
+        """Wait for a rate-limit slot for `tokens`, then ask the breaker; True when this request
+        is the breaker's probe. Raises _CircuitOpen, the slot given back, when the circuit is
+        open by then: the request is not sent."""
+        # The circuit may open while this one queues: then it is not sent. (A rate-limit
+        # slot cut short is given back by `acquire`.)
+        if not await self._unless_open(self.rate.acquire, tokens):
+            raise _CircuitOpen
+        probe = self.breaker.state == "half-open"
+        if not self.breaker.allow():
+            self.rate.cancel(tokens)
+            raise _CircuitOpen
+        return probe
+
+    async def _send(self, user: str, probe: bool) -> Completion:
+        """The request itself, under our deadline, and the breaker told how it ended: it must
+        hear of every request sent to tell a server that is down. A probe cancelled before its
+        answer says nothing either way, so its turn goes to the next request."""
+        try:
+            with anyio.fail_after(self.deadline_s):
+                completion = await self.backend.complete(SYSTEM_PROMPT, user)
+        except TimeoutError as exc:
+            late = DeadlineExceeded(f"no answer within {self.deadline_s:g} s")
+            self._record(late)
+            raise late from exc
+        except API_ERRORS as exc:
+            self._record(exc)
+            raise
+        except BaseException:  # cancelled: the server was not heard from either way
+            if probe:
+                self.breaker.abandon()
+            raise
+        self._record(None)
         return completion
 
     def _record(self, exc: BaseException | None) -> None:
@@ -377,25 +346,8 @@ class Teacher:
 
     def metrics(self) -> dict[str, float]:
         """Cumulative counts since the teacher was made, as flat `teacher_` keys."""
-        s = self.stats
-        latencies = sorted(s.latencies)
-        row = {
-            "teacher_requests": float(s.requests),
-            "teacher_verdicts": float(s.verdicts),
-            "teacher_cache_hits": float(s.cache_hits),
-            "teacher_cache_misses": float(s.cache_misses),
-            "teacher_retries": float(s.retries),
-            "teacher_429s": float(s.rate_limited),
-            "teacher_5xx": float(s.server_errors),
-            "teacher_abstained": float(sum(s.abstained.values())),
-        }
-        for kind in ABSTAIN_KINDS:
-            row[f"teacher_abstained_{kind.replace('-', '_')}"] = float(s.abstained[kind])
+        row = self.stats.row()
         row.update(
-            teacher_latency_p50_s=_quantile(latencies, 0.50),
-            teacher_latency_p95_s=_quantile(latencies, 0.95),
-            teacher_tokens_in=float(s.tokens_in),
-            teacher_tokens_out=float(s.tokens_out),
             teacher_spend_usd=self.budget.dollars,
             teacher_budget_exhausted=float(self.budget.exhausted is not None),
             teacher_circuit_open=float(self.breaker.state != "closed"),
@@ -414,145 +366,3 @@ class Teacher:
 def _describe(exc: BaseException) -> str:
     status = getattr(exc, "status_code", None)
     return f"{type(exc).__name__}" + (f" (HTTP {status})" if status else "")
-
-
-def _quantile(sorted_values: list[float], q: float) -> float:
-    """The q-quantile by linear interpolation (statistics' 'inclusive' method); NaN when empty."""
-    if not sorted_values:
-        return math.nan
-    if len(sorted_values) == 1:
-        return sorted_values[0]
-    cuts = statistics.quantiles(sorted_values, n=100, method="inclusive")
-    return cuts[round(q * 100) - 1]
-
-
-def make_teacher(
-    config: TeacherConfig,
-    environ=os.environ,
-    *,
-    cache_config: CacheConfig | None = None,
-    clock: Clock = MONOTONIC,
-) -> tuple[Teacher | None, str]:
-    """(teacher, status line). The teacher is None when it is off; the line says why.
-
-    Raises TeacherUnavailable when `teacher.required` is set and the key is missing, and
-    ConfigError when a dollar budget is set for a model whose prices are unknown.
-    """
-    if config.provider == "none":
-        return None, "teacher: off (teacher.provider is none); rewards come from rustc alone"
-    if config.provider == "llama-cpp":
-        return _local_teacher(config, cache_config, clock)
-    key = environ.get(config.api_key_env, "")
-    if not key:
-        why = f"environment variable {config.api_key_env} is not set"
-        if config.required:
-            raise TeacherUnavailable(
-                f"teacher.required is true but {why}. Export the key, or set "
-                "teacher.required=false to train on compiler rewards alone."
-            )
-        return None, f"teacher: off ({why}); rewards come from rustc alone"
-    prices = price_of(config.model, config.input_price_per_mtok, config.output_price_per_mtok)
-    if config.max_dollars and prices is None:
-        raise ConfigError(
-            f"teacher.max_dollars={config.max_dollars:g}: no price is known for model "
-            f"{config.model!r}; set teacher.input_price_per_mtok and "
-            "teacher.output_price_per_mtok (USD per million tokens)"
-        )
-    timeout = config.timeout_s
-    if config.provider == "anthropic":
-        client = anthropic.AsyncAnthropic(
-            api_key=key, base_url=config.base_url, max_retries=0, timeout=timeout
-        )
-        backend: ChatBackend = AnthropicBackend(client, config.model, config.max_tokens)
-    else:
-        client = openai.AsyncOpenAI(
-            api_key=key, base_url=config.base_url, max_retries=0, timeout=timeout
-        )
-        backend = OpenAIBackend(client, config.model, config.max_tokens)
-    cache = _verdict_cache(cache_config)
-    where = f" at {config.base_url}" if config.base_url else ""
-    limits = (
-        f"{config.requests_per_minute:g} req/min, {config.tokens_per_minute:g} tok/min, "
-        f"{config.concurrency} at once"
-    )
-    cached = f"; verdicts cached in {cache.path}" if cache is not None else ""
-    status = (
-        f"teacher: {config.provider} {config.model}{where} (key from {config.api_key_env}; "
-        f"{limits}{cached})"
-    )
-    return Teacher(backend, config, cache=cache, clock=clock), status
-
-
-def _verdict_cache(cache_config: CacheConfig | None) -> ResultCache | None:
-    if cache_config is None or not cache_config.teacher:
-        return None
-    return ResultCache(
-        cache_config.dir,
-        "teacher",
-        ttl_s=cache_config.teacher_ttl_s,
-        size_limit_mb=cache_config.size_limit_mb,
-    )
-
-
-class LocalServerBackend:
-    """The OpenAI-compatible client of a local llama.cpp server; closing it stops the server."""
-
-    def __init__(self, chat: OpenAIBackend, server: LocalServer):
-        self.chat, self.server = chat, server
-
-    async def complete(self, system: str, user: str) -> Completion:
-        return await self.chat.complete(system, user)
-
-    async def aclose(self) -> None:
-        try:
-            await self.chat.aclose()
-        finally:
-            await anyio.to_thread.run_sync(self.server.stop)
-
-
-def _local_teacher(
-    config: TeacherConfig, cache_config: CacheConfig | None, clock: Clock
-) -> tuple[Teacher, str]:
-    """Start the local server (`local_server`) and a teacher that talks to it.
-
-    The server answers one request at a time (llama.cpp's server holds a lock per model), so
-    `teacher.concurrency` is capped at 1: more would only queue inside the server, where our
-    per-request timeout runs. Verdicts are cached by the model file's hash and the sampling
-    settings, never the server's port, which is new each run.
-    """
-    cache_dir = Path(cache_config.dir) / "models" if cache_config else Path("cache/models")
-    gguf, sha256 = resolve_gguf(config.gguf, cache_dir)
-    threads = config.server_threads or max(1, cpu_count() // 2)
-    alias = gguf.stem if Path(config.gguf).is_file() else config.gguf
-    spec = ServerSpec(gguf, alias, threads, config.context_tokens, config.server_start_timeout_s)
-    server = LocalServer(spec).start()
-    # A local model costs no dollars: price it at 0 unless the config prices it.
-    config = dataclasses.replace(
-        config,
-        concurrency=1,
-        model=alias,
-        input_price_per_mtok=config.input_price_per_mtok or 0.0,
-        output_price_per_mtok=config.output_price_per_mtok or 0.0,
-    )
-    client = openai.AsyncOpenAI(
-        api_key="local", base_url=server.base_url, max_retries=0, timeout=config.timeout_s
-    )
-    # Decoding is constrained to the rubric's JSON: a small local model cannot answer off it.
-    schema = {"type": "json_object", "schema": verdict_schema()}
-    chat = OpenAIBackend(client, alias, config.max_tokens, response_format=schema)
-    backend = LocalServerBackend(chat, server)
-    # Greedy (temperature 0) and constrained: the file, the budget and the schema fix the answer.
-    identity = (
-        "llama-cpp",
-        f"gguf-sha256:{sha256}",
-        f"max_tokens={config.max_tokens}",
-        "temperature=0",
-        strict_json.dumps(schema, sort_keys=True),
-    )
-    cache = _verdict_cache(cache_config)
-    cached = f"; verdicts cached in {cache.path}" if cache is not None else ""
-    status = f"teacher: llama-cpp {alias} ({server.describe()}; one request at a time{cached})"
-    teacher = Teacher(
-        backend, config, cache=cache, clock=clock, identity=identity, server_threads=threads
-    )
-    return teacher, status
