@@ -223,8 +223,8 @@ def run(args: argparse.Namespace) -> dict:
         "resamples": args.resamples,
     }
     if args.before_from:
-        for name in ("before.json", "before.jsonl"):
-            shutil.copy2(args.before_from / name, work / name)
+        for filename in ("before.json", "before.jsonl"):
+            shutil.copy2(args.before_from / filename, work / filename)
         old["before"] = json.loads((args.before_from / "meta.json").read_text())["before"]
         for key in ("samples", "tasks", "seed", "temperature"):
             old[key] = json.loads((args.before_from / "meta.json").read_text()).get(key)

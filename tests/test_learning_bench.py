@@ -8,6 +8,7 @@ import math
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -260,10 +261,7 @@ def test_samples_markdown_fences_cannot_be_closed_by_the_completion():
     ).index("`u`")
 
 
-def test_quick_run_end_to_end(tiny_model_dir, tmp_path):
-    # 47 s here with the machine shared (load 4.9): the project's own eval, train and eval
-    # commands in subprocesses, on the tiny model, 3 tasks x 2 samples, 2 steps.
-    work = tmp_path / "work"
+def run_quick_bench(tiny_model_dir, work, *extra):
     env = {k: v for k, v in os.environ.items() if k not in SECRET_VARS}
     done = subprocess.run(
         [
@@ -274,6 +272,7 @@ def test_quick_run_end_to_end(tiny_model_dir, tmp_path):
             str(work),
             "--set",
             f"student.model={tiny_model_dir}",
+            *extra,
         ],
         cwd=REPO,
         env=env,
@@ -282,6 +281,14 @@ def test_quick_run_end_to_end(tiny_model_dir, tmp_path):
         timeout=300,
     )
     assert done.returncode in (0, 1), done.stderr[-3000:]  # PASS or FAIL, but it ran
+    return done
+
+
+def test_quick_run_end_to_end(tiny_model_dir, tmp_path):
+    # 47 s here with the machine shared (load 4.9): the project's own eval, train and eval
+    # commands in subprocesses, on the tiny model, 3 tasks x 2 samples, 2 steps.
+    work = tmp_path / "work"
+    done = run_quick_bench(tiny_model_dir, work)
     assert ("PASS:" in done.stdout) != ("FAIL:" in done.stdout)
     meta = json.loads((work / "meta.json").read_text())
     assert meta["train"]["steps"] == 2 and meta["tasks"] == 3 and meta["samples"] == 2
@@ -293,3 +300,15 @@ def test_quick_run_end_to_end(tiny_model_dir, tmp_path):
     assert learning.BEGIN in text and "| mean_reward |" in text
     assert (work / "learning" / "reward.png").is_file()
     assert (work / "learning" / "samples.md").is_file()
+
+    # A second run reusing this one's before-evaluation trains and evaluates its own run (the
+    # copy of the saved files once renamed the run after the last file copied).
+    again = tmp_path / "again"
+    run_quick_bench(tiny_model_dir, again, "--before-from", str(work))
+    meta_again = json.loads((again / "meta.json").read_text())
+    assert (again / "before.jsonl").read_text() == (work / "before.jsonl").read_text()
+    assert meta_again["before"] == meta["before"]
+    run_dir = Path(meta_again["train"]["run_dir"])
+    assert run_dir.name.startswith("learn-") and meta_again["train"]["steps"] == 2
+    after_again = [json.loads(line) for line in (again / "after.jsonl").read_text().splitlines()]
+    assert after_again[0]["model"].endswith(f"{run_dir.name}/checkpoints/step_2")
