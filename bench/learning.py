@@ -6,11 +6,11 @@
 1. before: `rlaif eval` of student.model on data.eval, --samples completions per task;
 2. `rlaif train --config configs/learn.yaml` (the learning preset: config.yaml with a longer run);
 3. after: `rlaif eval` of the run's final checkpoint, same tasks, seed and temperature;
-4. a paired bootstrap over tasks (rlaif.stats) of mean reward, parse, compile and test pass rates
-   and pass@k: the table goes into bench/RESULTS.md between the `learning` markers, the run's
-   report plots into bench/learning/, and ten final-checkpoint completions with their reward
-   terms into bench/learning/samples.md (to read for reward hacking: high rewards for code
-   that games the terms rather than solving the task).
+4. a paired bootstrap over tasks (rlaif.evaluation.stats) of mean reward, parse, compile and test
+   pass rates and pass@k: the table goes into bench/RESULTS.md between the `learning` markers,
+   the run's report plots into bench/learning/, and ten final-checkpoint completions with their
+   reward terms into bench/learning/samples.md (to read for reward hacking: high rewards for
+   code that games the terms rather than solving the task).
 
 Each step is the project's own command line in a subprocess, as a user runs it; the commands
 are printed and recorded. The work files stay in --work (default runs/learning-bench):

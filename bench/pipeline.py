@@ -10,7 +10,7 @@ functions), unless `--skip-trl` is given or trl is not installed (`pip install -
 
 The shapes (`--shape`; `all` runs the three in turn):
 - teacher (the default): teacher-bound scoring. The student is a tiny random Llama
-  (`rlaif.tiny`, `--hidden` wide, `--layers` deep, fp32 weights); the tasks are the first
+  (`rlaif.student.tiny`, `--hidden` wide, `--layers` deep, fp32 weights); the tasks are the first
   `--tasks` of data/train.jsonl; the judges are the real rustc (`rust.concurrency` at its
   default, cores - 1) and a teacher that is the loopback server of tests/teacher_server.py, which
   answers every request after `--latency-ms` plus or minus `--jitter-ms` (seeded),
@@ -43,8 +43,8 @@ Common to all: curriculum off (every task as often as the others; both runs draw
 tasks), a constant learning rate, both result caches off so every step really compiles and
 really waits for the teacher, no checkpoint inside the timed steps. Each run's metrics.jsonl
 gives the per-step stage times and the mean torch threads generation and the update used
-(rollout.ThreadPolicy gives torch the cores the rustc jobs running at that moment leave free);
-the first `--warmup` steps and the last are left out of the steady state.
+(rollout.threads.ThreadPolicy gives torch the cores the rustc jobs running at that moment leave
+free); the first `--warmup` steps and the last are left out of the steady state.
 
 The report, per shape: the table; the bound that perfect overlap allows from max_staleness 0's
 own stage times (a step of max(generation + update, scoring) instead of their sum) and how close

@@ -8,7 +8,7 @@ config, so that both trainers do the same work:
   hardware), with as many torch threads as rlaif gives generation and the update when no rustc
   job runs beside them (every core);
 - the tasks (`data.train`) as conversational prompts, the very messages rlaif's student is shown
-  (`student.prompt_messages`), `trainer.samples_per_prompt` completions each
+  (`rlaif.student.model.prompt_messages`), `trainer.samples_per_prompt` completions each
   (`num_generations`), `student.max_new_tokens`, temperature and top_p, no top-k, no vLLM;
 - one optimizer step per `trainer.tasks_per_step` x `samples_per_prompt` samples, in
   micro-batches of `trainer.micro_batch_size`, at `trainer.learning_rate` (constant), with the

@@ -173,7 +173,8 @@ class TeacherConfig:
     )
     input_price_per_mtok: float | None = _opt(
         None,
-        "USD per million input tokens; null: the built-in price of `model` (rlaif.spend).",
+        "USD per million input tokens; null: the built-in price of `model` "
+        "(rlaif.judges.teacher.spend).",
         min=0.0,
     )
     output_price_per_mtok: float | None = _opt(
@@ -485,7 +486,8 @@ class LoggingConfig:
     samples: bool = _opt(True, "Write every completion and its reward terms to samples.jsonl.")
     tensorboard: bool = _opt(
         False,
-        "Also write TensorBoard event files to `runs/NAME/tensorboard` (needs the `tensorboard` "
+        "Also write TensorBoard event files to `runs/NAME/tensorboard`, with the namespaced "
+        "names of metrics.jsonl (`reward/mean`, `rust/compile_rate`, ...; needs the `tensorboard` "
         "package: `pip install rlaif[tensorboard]`).",
     )
 
@@ -507,7 +509,8 @@ class CheckpointConfig:
 class EvalConfig:
     every: int = _opt(
         0,
-        "Evaluate on data.eval every N training steps, into the eval_* metric columns; 0 never.",
+        "Evaluate on data.eval every N training steps, into metrics.csv's eval_* columns "
+        "(`eval/*` in metrics.jsonl); 0 never.",
         min=0,
     )
     samples: int = _opt(

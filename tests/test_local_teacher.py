@@ -148,7 +148,7 @@ def test_a_killed_run_takes_its_server_with_it(smollm2_gguf, tmp_path):
     script = (
         "import sys, time\n"
         "from pathlib import Path\n"
-        "from rlaif.local_server import LocalServer, ServerSpec\n"
+        "from rlaif.judges.teacher.local_server import LocalServer, ServerSpec\n"
         f"spec = ServerSpec(Path({str(smollm2_gguf)!r}), 'judge', 1, 1024, 120)\n"
         "server = LocalServer(spec).start()\n"
         "print(server.pid, flush=True)\n"
@@ -162,7 +162,7 @@ def test_without_the_parent_death_signal_the_watchdog_ends_the_server(smollm2_gg
     script = (
         "import time\n"
         "from pathlib import Path\n"
-        "import rlaif.local_server as local\n"
+        "import rlaif.judges.teacher.local_server as local\n"
         "local._die_with_parent = lambda: None\n"
         f"spec = local.ServerSpec(Path({str(smollm2_gguf)!r}), 'judge', 1, 1024, 120)\n"
         "server = local.LocalServer(spec).start()\n"

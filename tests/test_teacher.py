@@ -699,8 +699,8 @@ def test_a_retry_after_date_in_the_future_counts_down():
 
 
 def test_a_local_server_holds_its_cores_only_while_it_answers():
-    # What rollout.ThreadPolicy leaves free for a local teacher: its threads during a request,
-    # none while it waits. An API across the network never holds a core.
+    # What rollout.threads.ThreadPolicy leaves free for a local teacher: its threads during a
+    # request, none while it waits. An API across the network never holds a core.
     with TeacherServer(latency_s=0.5) as slow:
         remote = make(slow, "openai-compatible")
         local = make(slow, "openai-compatible")

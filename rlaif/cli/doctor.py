@@ -160,7 +160,7 @@ def check_teacher(config: Config, environ: Mapping[str, str]) -> list[Check]:
 
 def check_local_teacher(config: Config) -> Check:
     """The local server can be started: llama-cpp-python installed, the model file known."""
-    from rlaif.judges.teacher.local_server import server_installed
+    from rlaif.judges.teacher.local_server import server_installed, server_threads
 
     t = config.teacher
     named = f"llama-cpp {t.gguf}"
@@ -176,8 +176,9 @@ def check_local_teacher(config: Config) -> Check:
 
     if not path.is_file() and t.gguf not in REGISTRY:
         return Check("teacher", False, f"{named}: neither a file nor an offline model", True)
-    where = str(path) if path.is_file() else f"offline model (cache/models/{t.gguf}.gguf)"
-    threads = t.server_threads or max(1, cpu_count() // 2)
+    cached = Path(config.cache.dir) / "models" / f"{t.gguf}.gguf"
+    where = str(path) if path.is_file() else f"offline model ({cached})"
+    threads = server_threads(t.server_threads, cpu_count())
     return Check("teacher", True, f"{named}: local llama.cpp server, {where}, {threads} threads")
 
 

@@ -79,9 +79,9 @@ def _convert_gguf(args: argparse.Namespace, console: Console) -> int:
     gguf = Path(args.gguf) if args.gguf else _shipped_gguf()
     console.print(f"converting {gguf} -> {args.out} (dequantising takes about a minute on a CPU)")
     quiet_libraries()
-    from rlaif.student.model import convert_gguf
+    from rlaif.student.gguf import convert_file
 
-    out = convert_gguf(gguf, args.out)
+    out = convert_file(gguf, Path(args.out))
     console.print(f"model written to {out}")
     return 0
 

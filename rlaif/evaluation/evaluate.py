@@ -8,7 +8,7 @@ and a checkpoint, or two checkpoints) are evaluated on the same tasks with the s
 shown side by side; the training loop calls `evaluate_policy` every `eval.every` steps for the
 eval_* metric columns (`eval/*` in metrics.jsonl and TensorBoard).
 `sample_records` gives one plain record per sample, for confidence intervals over tasks
-(`rlaif.stats`, `bench/learning.py`) and for reading what the model wrote.
+(`rlaif.evaluation.stats`, `bench/learning.py`) and for reading what the model wrote.
 """
 
 from __future__ import annotations
@@ -206,7 +206,7 @@ async def evaluate(
 
 
 # What an eval record keeps of a samples.jsonl record (`metrics.sample_record`), and the rustc
-# counts it lifts to the top level for `rlaif.stats.task_values`.
+# counts it lifts to the top level for `rlaif.evaluation.stats.task_values`.
 _SAMPLE_KEYS = ("task_id", "difficulty", "sample", "prompt", "completion", "code", "finished")
 _SCORE_KEYS = ("reward", "components")
 _RUST_COUNTS = (
@@ -225,7 +225,7 @@ _RUST_COUNTS = (
 
 def sample_records(model: str, scored: list[Scored]) -> list[dict]:
     """One JSON-ready record per sample: which model and task, what it wrote, what rustc and
-    the tests said, and every reward term (`rlaif.stats.task_values` reads these)."""
+    the tests said, and every reward term (`rlaif.evaluation.stats.task_values` reads these)."""
     records = []
     for s in scored:
         full = sample_record(0, s, math.nan)

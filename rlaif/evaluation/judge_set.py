@@ -5,7 +5,7 @@ tests say, as JSONL records
      "tests_passed": fraction of the hidden tests that pass (null when it does not compile),
      "all_pass": bool}
 
-(mutants also carry a "mutation" note). Labels come from the real rustc judge (`rust.RustJudge`,
+(mutants also carry a "mutation" note). Labels come from the real rustc judge (`jobs.RustJudge`,
 the task's hidden tests, in the sandbox), never from a guess; a record whose job had no verdict
 (`sandbox_error`) is left out. Only training tasks are used: data.eval is held out, and a set
 built from it would tune the judge on it. The three sources: task references (which pass),

@@ -9,7 +9,7 @@ around it:
 Generation of step k+1 starts while step k is still being scored, and step k+1's scoring runs
 behind step k's update, so with `pipeline.max_staleness: 1` a step costs about
 max(generation + update, scoring) instead of their sum. Each group is sent to scoring the moment
-its chunk is generated (`rollout.Rollout`). Generation may run ahead of the update by at most
+its chunk is generated (`rollout.stream.Rollout`). Generation may run ahead of the update by at most
 `max_staleness` steps (`Schedule`); samples carry the policy version that made them, and the loss
 corrects the ones that are a version or more old (truncated importance sampling, `trainer.is_cap`).
 
@@ -302,44 +302,19 @@ async def train(
             f"trainer.tasks_per_step={config.trainer.tasks_per_step}: with {world} processes it "
             f"must be a multiple of {world} (each process takes whole tasks)"
         )
-    main = accelerator.is_main_process
-    if not main:
+    if not accelerator.is_main_process:
         console = Console(quiet=True)
-    made: tuple[str | None, str | None] = (None, None)
-    if main:
-        try:
-            if resume is None:
-                made = (str(make_run_dir(config)), None)
-            else:
-                _prepare_resume(resume, console)
-                made = (str(resume.run_dir), None)
-        except FileExistsError as exc:
-            made = (None, str(exc))
-    path, problem = from_main(made, accelerator)
-    if problem is not None:
-        raise FileExistsError(problem)
-    run_dir = Path(path)
-    if main:
-        config_module.save(config, run_dir / "config.yaml")
-    console.print(f"run: {run_dir}")
+    run_dir = _run_directory(config, resume, accelerator, console)
     run = await anyio.to_thread.run_sync(
         lambda: Run(config, tasks, toolchain, teacher, run_dir, console, accelerator, eval_tasks)
     )
-    done = 0
-    if resume is not None:
-        restored = await anyio.to_thread.run_sync(run.restore, resume.checkpoint)
-        done = restored.step
-        if run.logger is not None and run.logger.rows != restored.metrics_rows:
-            console.print(
-                f"note: metrics.jsonl holds {run.logger.rows} rows up to step {done}; the "
-                f"checkpoint counted {restored.metrics_rows} (was the file edited?)"
-            )
-    steps = config.trainer.max_steps
+    done = 0 if resume is None else await _restore(run, resume, console)
     stop = StopRequest(console, cancel_in_flight=world == 1)
     run.generator.stop_requested = stop.requested
-    pipeline = Pipeline(
-        run, Schedule(config.pipeline.max_staleness, config.checkpoint.every, steps), stop, console
+    schedule = Schedule(
+        config.pipeline.max_staleness, config.checkpoint.every, config.trainer.max_steps
     )
+    pipeline = Pipeline(run, schedule, stop, console)
     pipeline.saved = done if resume is not None else None
     try:
         async with anyio.create_task_group() as signals:
@@ -357,19 +332,56 @@ async def train(
     if done and pipeline.saved != done:
         checkpoint = await pipeline.save(done) or checkpoint
     accelerator.wait_for_everyone()
-    if stop:
-        if not done:
-            console.print(f"stopped by {stop.signal} before the first step finished: nothing saved")
-        else:
-            console.print(
-                f"stopped by {stop.signal} after step {done} of {steps}; checkpoint: {checkpoint}\n"
-                f"resume with: python -m rlaif train --resume {run_dir}"
-            )
-    else:
-        console.print(
-            f"done: {done} steps; metrics in {run_dir / 'metrics.csv'}; model in {checkpoint}"
-        )
+    console.print(_ending(stop, done, config.trainer.max_steps, run_dir, checkpoint))
     return run_dir
+
+
+def _run_directory(
+    config: Config, resume: ResumePoint | None, accelerator, console: Console
+) -> Path:
+    """The run's directory: made (or, to resume, trimmed to its checkpoint) by the main process,
+    whose name every other process learns from it; the resolved config saved in it."""
+    made: tuple[str | None, str | None] = (None, None)
+    if accelerator.is_main_process:
+        try:
+            if resume is None:
+                made = (str(make_run_dir(config)), None)
+            else:
+                _prepare_resume(resume, console)
+                made = (str(resume.run_dir), None)
+        except FileExistsError as exc:
+            made = (None, str(exc))
+    path, problem = from_main(made, accelerator)
+    if problem is not None:
+        raise FileExistsError(problem)
+    run_dir = Path(path)
+    if accelerator.is_main_process:
+        config_module.save(config, run_dir / "config.yaml")
+    console.print(f"run: {run_dir}")
+    return run_dir
+
+
+async def _restore(run: Run, resume: ResumePoint, console: Console) -> int:
+    """Load the checkpoint into the run; returns its step."""
+    restored = await anyio.to_thread.run_sync(run.restore, resume.checkpoint)
+    if run.logger is not None and run.logger.rows != restored.metrics_rows:
+        console.print(
+            f"note: metrics.jsonl holds {run.logger.rows} rows up to step {restored.step}; the "
+            f"checkpoint counted {restored.metrics_rows} (was the file edited?)"
+        )
+    return restored.step
+
+
+def _ending(stop: StopRequest, done: int, steps: int, run_dir: Path, checkpoint: Path) -> str:
+    """The run's last line: where its model is, or, after a stop, how to resume it."""
+    if not stop:
+        return f"done: {done} steps; metrics in {run_dir / 'metrics.csv'}; model in {checkpoint}"
+    if not done:
+        return f"stopped by {stop.signal} before the first step finished: nothing saved"
+    return (
+        f"stopped by {stop.signal} after step {done} of {steps}; checkpoint: {checkpoint}\n"
+        f"resume with: python -m rlaif train --resume {run_dir}"
+    )
 
 
 def _budget_stop(teacher: Teacher | None) -> str | None:

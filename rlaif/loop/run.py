@@ -103,8 +103,9 @@ class Run:
         )
         judge = RustJudge(toolchain, config.rust, rust_jobs, rust_cache(config.cache))
 
-        # torch's threads follow the CPU work of scoring at each moment (rollout.ThreadPolicy):
-        # the rustc jobs running, and a local teacher server while it answers.
+        # torch's threads follow the CPU work of scoring at each moment
+        # (rollout.threads.ThreadPolicy): the rustc jobs running, and a local teacher server while
+        # it answers.
         def busy() -> int:
             return judge.running() + (teacher.busy_cores() if teacher is not None else 0)
 

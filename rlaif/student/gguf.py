@@ -1,4 +1,4 @@
-"""A named offline student's model folder: its verified GGUF converted with transformers.
+"""GGUF files as model folders: a named offline student's (`build`) or any file (`convert_file`).
 
 `build` has `offline.ensure_gguf` fetch and verify the named GGUF, loads it with transformers
 (dequantised to fp32), fixes what the GGUF loader gets wrong for these files, and writes a
@@ -12,7 +12,8 @@ see REFERENCE.md):
   `bos_token=False` save a tokenizer without one.
 Not fixed, on purpose: Qwen's chat template adds its own system prompt when a chat has none (the
 project always sends `student.system_prompt`), and generation_config lacks the hub's sampling
-settings (sampling is set by the config, never inherited).
+settings (sampling is set by the config, never inherited). `convert_file` (`convert-gguf`)
+dequantises any GGUF the same way but applies no fixes: it cannot know what the file should be.
 """
 
 from __future__ import annotations
@@ -85,11 +86,10 @@ def apply_fixes(model, tokenizer, entry: OfflineModel, keep: str = "lm_head") ->
     return fixes
 
 
-def convert(entry: OfflineModel, gguf_path: Path, out_dir: Path) -> dict:
-    """Write `out_dir` (fp32 model, tokenizer, SOURCE_RECORD) from a verified GGUF; returns the
-    record. Written to `out_dir.partial` and renamed, so a half-written folder never looks done."""
+def load_dequantized(gguf_path: Path):
+    """(model, tokenizer) from a .gguf file, the weights dequantised to fp32 (about 35 s for
+    SmolLM2-135M, a minute for a 0.5B model on a CPU)."""
     import torch
-    import transformers
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from rlaif.student.model import dequantized_copy
@@ -99,7 +99,37 @@ def convert(entry: OfflineModel, gguf_path: Path, out_dir: Path) -> dict:
     model = AutoModelForCausalLM.from_pretrained(
         str(gguf_path.parent), dtype=torch.float32, **where
     )
-    model = dequantized_copy(model)  # drops the quantization config, which save_pretrained refuses
+    # A plain copy drops the quantization config, which save_pretrained refuses.
+    return dequantized_copy(model), tokenizer
+
+
+def save_folder(model, tokenizer, out_dir: Path, record: dict | None = None) -> Path:
+    """Write `out_dir` (model, tokenizer and, given one, SOURCE_RECORD) through `out_dir.partial`
+    and a rename, so a half-written folder never looks finished."""
+    partial = out_dir.with_name(out_dir.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    model.save_pretrained(partial)
+    tokenizer.save_pretrained(partial)
+    if record is not None:
+        (partial / SOURCE_RECORD).write_text(json.dumps(record, indent=2) + "\n")
+    shutil.rmtree(out_dir, ignore_errors=True)
+    partial.replace(out_dir)
+    return out_dir
+
+
+def convert_file(gguf_path: Path, out_dir: Path) -> Path:
+    """Any .gguf file as a `save_pretrained` folder (`convert-gguf`), so later loads take under a
+    second instead of dequantising again. No offline-model fixes: the file is not a known one."""
+    model, tokenizer = load_dequantized(gguf_path)
+    return save_folder(model, tokenizer, out_dir)
+
+
+def convert(entry: OfflineModel, gguf_path: Path, out_dir: Path) -> dict:
+    """Write `out_dir` (fp32 model, tokenizer, SOURCE_RECORD) from a verified GGUF of a known
+    offline model, with its fixes applied and its parameter count checked; returns the record."""
+    import transformers
+
+    model, tokenizer = load_dequantized(gguf_path)
     fixes = apply_fixes(model, tokenizer, entry, keep=closer_copy(gguf_path))
     parameters = sum(p.numel() for p in model.parameters())  # shared tensors count once
     if parameters != entry.parameters:
@@ -118,13 +148,7 @@ def convert(entry: OfflineModel, gguf_path: Path, out_dir: Path) -> dict:
         "fixes": fixes,
         "transformers": transformers.__version__,
     }
-    partial = out_dir.with_name(out_dir.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    model.save_pretrained(partial)
-    tokenizer.save_pretrained(partial)
-    (partial / SOURCE_RECORD).write_text(json.dumps(record, indent=2) + "\n")
-    shutil.rmtree(out_dir, ignore_errors=True)
-    partial.replace(out_dir)
+    save_folder(model, tokenizer, out_dir, record)
     return record
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -313,22 +312,3 @@ def _eos_ids(model, tokenizer) -> list[int]:
     if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in ids:
         ids.append(tokenizer.eos_token_id)
     return ids
-
-
-def convert_gguf(gguf_path: str | Path, out_dir: str | Path) -> Path:
-    """Write a `save_pretrained` folder (fp32 weights and tokenizer) from a .gguf file, so later
-    loads take under a second instead of dequantising again (about 35 s for SmolLM2-135M)."""
-    gguf_path, out_dir = Path(gguf_path), Path(out_dir)
-    extra = {"gguf_file": gguf_path.name}
-    tokenizer = AutoTokenizer.from_pretrained(str(gguf_path.parent), **extra)
-    model = AutoModelForCausalLM.from_pretrained(
-        str(gguf_path.parent), dtype=torch.float32, **extra
-    )
-    model = dequantized_copy(model)
-    partial = out_dir.with_name(out_dir.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    model.save_pretrained(partial)
-    tokenizer.save_pretrained(partial)
-    shutil.rmtree(out_dir, ignore_errors=True)
-    partial.replace(out_dir)  # a half-written folder never looks finished
-    return out_dir

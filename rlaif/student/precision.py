@@ -1,6 +1,6 @@
 """Precision: what forward passes compute in, per device.
 
-The weights and the optimizer's state stay fp32 everywhere (`student.pick_dtype`); forward
+The weights and the optimizer's state stay fp32 everywhere (`model.pick_dtype`); forward
 passes run under autocast where the hardware multiplies bf16 matrices natively. One autocast
 context that spans a whole generation call casts each trainable fp32 weight to bf16 once (the
 cast is cached until the outermost context exits), not once per decoded token.

@@ -6,7 +6,7 @@ the same code runs on CPU, one GPU, Apple MPS, or several processes under `accel
 
 Precision: the weights and AdamW's state are fp32 on every device (`student.dtype: auto`), and
 forward passes compute under bf16 autocast where the hardware multiplies bf16 (CUDA, and CPUs
-with AMX or AVX512-BF16; `student.autocast`, `student.pick_autocast`). Log-softmax and the loss
+with AMX or AVX512-BF16; `student.autocast`, `precision.pick_autocast`). Log-softmax and the loss
 are taken in fp32. Training bf16 weights directly would lose most small updates to rounding.
 
 The reference is a frozen copy of the starting weights on the same device; with LoRA
@@ -196,7 +196,7 @@ class Trainer:
         """Train on this process's `samples`; returns statistics reduced over all processes.
 
         `before_micro_batch` runs before each micro-batch's forward passes (the caller re-decides
-        torch's thread count there, `rollout.ThreadPolicy`).
+        torch's thread count there, `rollout.threads.ThreadPolicy`).
 
         Token statistics (kl, ratio, entropy, ...) are means over every pass of the update, so
         with one epoch and one minibatch `kl` is the KL of the weights the update started from.

@@ -172,7 +172,7 @@ class RustJudge:
 
     def running(self) -> int:
         """Jobs running now (rustc, clippy or a test binary in the sandbox): the CPU they take is
-        what torch's thread count leaves them (`rollout.ThreadPolicy`)."""
+        what torch's thread count leaves them (`rollout.threads.ThreadPolicy`)."""
         return int(self.limiter.borrowed_tokens)
 
     def cache_key_for(self, code: str, tests: str, harness: str) -> str:

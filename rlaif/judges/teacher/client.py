@@ -341,7 +341,7 @@ class Teacher:
 
     def busy_cores(self) -> int:
         """Cores the teacher's requests take now: a local server's threads while it answers
-        (`rollout.ThreadPolicy` leaves them free), none for an API across the network."""
+        (`rollout.threads.ThreadPolicy` leaves them free), none for an API across the network."""
         return self.server_threads if self.limiter.borrowed_tokens else 0
 
     def metrics(self) -> dict[str, float]:

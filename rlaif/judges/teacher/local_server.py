@@ -18,8 +18,9 @@ The server runs in its own session, so a Ctrl-C at the terminal reaches the run,
 server in order, and not the server in the middle of a verdict.
 
 Threads: the server is given `teacher.server_threads` cores. While it answers, the student's
-torch threads leave it those cores (`Teacher.busy_cores`, read by `rollout.ThreadPolicy`), as
-they leave them to rustc jobs; while it waits, the student has every core.
+torch threads leave it those cores (`Teacher.busy_cores`, read by
+`rollout.threads.ThreadPolicy`), as they leave them to rustc jobs; while it waits, the student
+has every core.
 """
 
 from __future__ import annotations
@@ -77,6 +78,11 @@ def resolve_gguf(value: str, cache_dir: Path, console=None) -> tuple[Path, str]:
         f"teacher.gguf: {value!r} is neither a file nor an offline model "
         f"({', '.join(offline_models.REGISTRY)})"
     )
+
+
+def server_threads(configured: int, cores: int) -> int:
+    """`teacher.server_threads`, or half the cores (at least 1) when it is 0."""
+    return configured or max(1, cores // 2)
 
 
 def server_installed() -> bool:

@@ -3,7 +3,7 @@
 `ChatBackend.complete(system, user) -> Completion` is all the teacher needs: Anthropic's Messages
 API (`AnthropicBackend`) or OpenAI's Chat Completions (`OpenAIBackend`), which also serves any
 OpenAI-compatible server (vLLM, Ollama, Together, LM Studio) through `base_url`. The clients are
-built with `max_retries=0` (see `teacher.make_teacher`): this module classifies failures
+built with `max_retries=0` (see `setup.make_teacher`): this module classifies failures
 (`error_kind`, `retryable`, `retry_after_s`) and the teacher's tenacity loop owns the retries.
 
 Not covered: streaming, tool use, and any provider-specific sampling parameter besides OpenAI's

@@ -22,7 +22,12 @@ from rlaif.cache import ResultCache
 from rlaif.config import CacheConfig, ConfigError, TeacherConfig
 from rlaif.judges.rust.jobs import cpu_count
 from rlaif.judges.teacher.client import Teacher
-from rlaif.judges.teacher.local_server import LocalServer, ServerSpec, resolve_gguf
+from rlaif.judges.teacher.local_server import (
+    LocalServer,
+    ServerSpec,
+    resolve_gguf,
+    server_threads,
+)
 from rlaif.judges.teacher.providers import (
     AnthropicBackend,
     ChatBackend,
@@ -141,9 +146,9 @@ def _local_teacher(
     per-request timeout runs. Verdicts are cached by the model file's hash and the sampling
     settings, never the server's port, which is new each run.
     """
-    cache_dir = Path(cache_config.dir) / "models" if cache_config else Path("cache/models")
+    cache_dir = Path((cache_config or CacheConfig()).dir) / "models"
     gguf, sha256 = resolve_gguf(config.gguf, cache_dir)
-    threads = config.server_threads or max(1, cpu_count() // 2)
+    threads = server_threads(config.server_threads, cpu_count())
     alias = gguf.stem if Path(config.gguf).is_file() else config.gguf
     spec = ServerSpec(gguf, alias, threads, config.context_tokens, config.server_start_timeout_s)
     server = LocalServer(spec).start()
