@@ -5,6 +5,7 @@
 #   make data-check  install, check the task files with rustc (references pass, stubs fail)
 #   make learn    install, build the student, evaluate / train / evaluate: does it learn?
 #   make local-teacher  install llama-cpp-python[server] (a local teacher, built from source)
+#   make same-behaviour  BEFORE=REV: does this tree train exactly as revision REV did?
 # Variables: PYTHON (to create the venv), TORCH (the torch requirement installed first),
 # CONFIG and ARGS (for train/eval, e.g. ARGS="--set trainer.max_steps=3"),
 # STUDENT (the default offline student's name) and NAME (the one `make student` builds).
@@ -25,7 +26,7 @@ ifneq ($(origin NAME),command line)
 NAME := $(STUDENT)
 endif
 
-.PHONY: install student train eval learn test data-check lint docs bench clean local-teacher
+.PHONY: install student train eval learn test data-check lint docs bench same-behaviour clean local-teacher
 
 install: $(INSTALLED)
 
@@ -96,6 +97,12 @@ bench: install
 	$(PY) bench/teacher_rate.py
 	$(PY) bench/score_cache.py
 	$(PY) bench/pipeline.py
+
+# A refactor's check: a seeded 3-step tiny run in a clean export of BEFORE (a git revision) and in
+# this working tree, metrics.csv and samples.jsonl compared apart from timings (exit 1 if not).
+BEFORE ?= main
+same-behaviour: install
+	$(PY) bench/same_behaviour.py --before $(BEFORE)
 
 clean:
 	rm -rf runs .pytest_cache .ruff_cache
